@@ -1,0 +1,116 @@
+// arch/mod.rs: the per-architecture layer. Generic code names registers only through
+// `Reg` (proot's neutral list) and syscalls only through `Syscalls`; each architecture
+// maps them in plain data that is unit-tested on any host. Only the raw ptrace calls
+// that move registers in and out of a tracee are compiled for the host alone.
+
+// Both are compiled on every host so their register maps are tested everywhere;
+// the one that is not the host's is used only by those tests and the filter tests.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub mod aarch64;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::{Aarch64 as Native, read_regs, write_regs};
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::{X86_64 as Native, read_regs, write_regs};
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("force-bind supports x86_64 and aarch64 only");
+
+/// An architecture-neutral register, as the syscall ABI sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reg {
+    /// The syscall the kernel will run (x86_64 orig_rax, aarch64 NT_ARM_SYSTEM_CALL).
+    SyscallNr,
+    /// Argument 0 to 5.
+    Arg(usize),
+    /// The return value the program will see, valid at syscall exit.
+    Result,
+    StackPointer,
+}
+
+/// The syscall numbers force-bind traps or rewrites to, for one ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syscalls {
+    pub bind: u32,
+    pub listen: u32,
+    /// dup2 where the ABI has it (aarch64 has only dup3).
+    pub dup2: Option<u32>,
+    pub dup3: u32,
+    pub getppid: u32,
+    pub exit_group: u32,
+}
+
+/// One syscall ABI a process of this architecture can use, as seccomp sees it:
+/// seccomp_data.arch, and the number range (x32 shares x86_64's arch and sets bit 30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abi {
+    pub name: &'static str,
+    pub audit_arch: u32,
+    /// Added to every syscall number of this ABI (x32's __X32_SYSCALL_BIT), else 0.
+    pub nr_base: u32,
+    pub bind: u32,
+    pub listen: u32,
+    /// socketcall(2), the multiplexer older 32-bit ABIs reach bind through.
+    pub socketcall: Option<u32>,
+}
+
+/// The verbs generic code uses; implemented by each architecture's module.
+pub trait Arch {
+    /// The registers of a stopped thread, laid out as the kernel gives them.
+    type Regs: Copy + Default + std::fmt::Debug;
+    const NAME: &'static str;
+    /// The ABI the tracer understands and rewrites.
+    const NATIVE: Abi;
+    /// Other ABIs a process of this architecture can switch to; the filter must
+    /// account for every one of them or a program could step around it.
+    const FOREIGN: &'static [Abi];
+    const SYSCALLS: Syscalls;
+    /// Bytes below the stack pointer that the ABI lets leaf code use without moving
+    /// it (x86_64's red zone); scratch data goes below them.
+    const RED_ZONE: u64;
+    /// Whether the result register is argument 0's (aarch64 x0), so argument 0
+    /// cannot be restored after the syscall.
+    const RESULT_IS_ARG0: bool;
+
+    fn get(regs: &Self::Regs, reg: Reg) -> u64;
+    fn set(regs: &mut Self::Regs, reg: Reg, value: u64);
+}
+
+/// AUDIT_ARCH_* values from <linux/audit.h>: EM_* | 64BIT | LE.
+pub const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+pub const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub const AUDIT_ARCH_AARCH64: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub const AUDIT_ARCH_ARM: u32 = 40 | 0x4000_0000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values <linux/audit.h> spells out (libc does not export them).
+    #[test]
+    fn audit_arch_matches_the_kernel_header() {
+        assert_eq!(AUDIT_ARCH_X86_64, 0xc000_003e);
+        assert_eq!(AUDIT_ARCH_I386, 0x4000_0003);
+        assert_eq!(AUDIT_ARCH_AARCH64, 0xc000_00b7);
+        assert_eq!(AUDIT_ARCH_ARM, 0x4000_0028);
+    }
+
+    /// The host's own table must agree with its libc.
+    #[test]
+    fn native_syscalls_match_libc() {
+        let s = Native::SYSCALLS;
+        assert_eq!(s.bind as i64, libc::SYS_bind);
+        assert_eq!(s.listen as i64, libc::SYS_listen);
+        assert_eq!(s.dup3 as i64, libc::SYS_dup3);
+        assert_eq!(s.getppid as i64, libc::SYS_getppid);
+        assert_eq!(s.exit_group as i64, libc::SYS_exit_group);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(s.dup2.map(i64::from), Some(libc::SYS_dup2));
+        assert_eq!(Native::NATIVE.bind, s.bind);
+        assert_eq!(Native::NATIVE.listen, s.listen);
+    }
+}

@@ -1,0 +1,210 @@
+// arch/x86_64: registers as struct user_regs_struct (arch/x86/include/asm/user_64.h).
+// Syscall number in orig_rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax.
+
+use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, Abi, Arch, Reg, Syscalls};
+
+pub struct X86_64;
+
+/// struct user_regs_struct, field for field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// __X32_SYSCALL_BIT: x32 processes use x86_64's audit arch with this bit set.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+impl Arch for X86_64 {
+    type Regs = Regs;
+    const NAME: &'static str = "x86_64";
+    const NATIVE: Abi = Abi {
+        name: "x86_64",
+        audit_arch: AUDIT_ARCH_X86_64,
+        nr_base: 0,
+        bind: 49,
+        listen: 50,
+        socketcall: None,
+    };
+    const FOREIGN: &'static [Abi] = &[
+        // x32: x86_64's numbers (bind and listen are shared) with bit 30 set.
+        Abi {
+            name: "x32",
+            audit_arch: AUDIT_ARCH_X86_64,
+            nr_base: X32_SYSCALL_BIT,
+            bind: 49,
+            listen: 50,
+            socketcall: None,
+        },
+        // int $0x80 from any process: the i386 table (arch/x86/entry/syscalls/syscall_32.tbl).
+        Abi {
+            name: "i386",
+            audit_arch: AUDIT_ARCH_I386,
+            nr_base: 0,
+            bind: 361,
+            listen: 363,
+            socketcall: Some(102),
+        },
+    ];
+    const SYSCALLS: Syscalls = Syscalls {
+        bind: 49,
+        listen: 50,
+        dup2: Some(33),
+        dup3: 292,
+        getppid: 110,
+        exit_group: 231,
+    };
+    /// The System V x86_64 ABI's 128-byte red zone.
+    const RED_ZONE: u64 = 128;
+    const RESULT_IS_ARG0: bool = false;
+
+    fn get(r: &Regs, reg: Reg) -> u64 {
+        match reg {
+            Reg::SyscallNr => r.orig_rax,
+            Reg::Arg(0) => r.rdi,
+            Reg::Arg(1) => r.rsi,
+            Reg::Arg(2) => r.rdx,
+            Reg::Arg(3) => r.r10,
+            Reg::Arg(4) => r.r8,
+            Reg::Arg(5) => r.r9,
+            Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            Reg::Result => r.rax,
+            Reg::StackPointer => r.rsp,
+        }
+    }
+
+    fn set(r: &mut Regs, reg: Reg, value: u64) {
+        let slot = match reg {
+            Reg::SyscallNr => &mut r.orig_rax,
+            Reg::Arg(0) => &mut r.rdi,
+            Reg::Arg(1) => &mut r.rsi,
+            Reg::Arg(2) => &mut r.rdx,
+            Reg::Arg(3) => &mut r.r10,
+            Reg::Arg(4) => &mut r.r8,
+            Reg::Arg(5) => &mut r.r9,
+            Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            Reg::Result => &mut r.rax,
+            Reg::StackPointer => &mut r.rsp,
+        };
+        *slot = value;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod raw {
+    use super::Regs;
+    use nix::errno::Errno;
+    use nix::unistd::Pid;
+
+    /// One PTRACE_GETREGS: the whole set in a single call.
+    pub fn read_regs(pid: Pid) -> Result<Regs, Errno> {
+        let mut regs = Regs::default();
+        // SAFETY: PTRACE_GETREGS writes exactly one user_regs_struct, which `Regs`
+        // mirrors field for field (checked by a size test), into memory we own.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETREGS,
+                pid.as_raw(),
+                std::ptr::null_mut::<libc::c_void>(),
+                &mut regs as *mut Regs,
+            )
+        };
+        Errno::result(rc).map(|_| regs)
+    }
+
+    /// One PTRACE_SETREGS; orig_rax is part of the set, so a new syscall number
+    /// goes in with the arguments.
+    pub fn write_regs(pid: Pid, regs: &Regs) -> Result<(), Errno> {
+        // SAFETY: PTRACE_SETREGS only reads one user_regs_struct from `regs`.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETREGS,
+                pid.as_raw(),
+                std::ptr::null_mut::<libc::c_void>(),
+                regs as *const Regs,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    #[test]
+    fn layout_matches_libc() {
+        assert_eq!(
+            std::mem::size_of::<Regs>(),
+            std::mem::size_of::<libc::user_regs_struct>()
+        );
+        assert_eq!(
+            std::mem::offset_of!(Regs, orig_rax),
+            std::mem::offset_of!(libc::user_regs_struct, orig_rax)
+        );
+        assert_eq!(
+            std::mem::offset_of!(Regs, rsp),
+            std::mem::offset_of!(libc::user_regs_struct, rsp)
+        );
+        assert_eq!(
+            std::mem::offset_of!(Regs, gs),
+            std::mem::offset_of!(libc::user_regs_struct, gs)
+        );
+    }
+}
+#[cfg(target_arch = "x86_64")]
+pub use raw::{read_regs, write_regs};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_registers() {
+        let mut r = Regs::default();
+        let regs = [
+            (Reg::SyscallNr, 1),
+            (Reg::Arg(0), 2),
+            (Reg::Arg(1), 3),
+            (Reg::Arg(2), 4),
+            (Reg::Arg(3), 5),
+            (Reg::Arg(4), 6),
+            (Reg::Arg(5), 7),
+            (Reg::Result, 8),
+            (Reg::StackPointer, 9),
+        ];
+        for (reg, v) in regs {
+            X86_64::set(&mut r, reg, v);
+        }
+        assert_eq!(
+            (
+                r.orig_rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9, r.rax, r.rsp
+            ),
+            (1, 2, 3, 4, 5, 6, 7, 8, 9)
+        );
+        for (reg, v) in regs {
+            assert_eq!(X86_64::get(&r, reg), v, "{reg:?}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+// build.rs: stamps the version string from `git describe`, falling back to the
+// Cargo.toml version when the source has no git history (a tarball, `cargo install`
+// from a copy), so `force-bind -V` always says which code it is.
+use std::process::Command;
+
+fn main() {
+    let fallback = format!(
+        "v{}",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_default()
+    );
+    let described = Command::new("git")
+        .args(["describe", "--tags", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let version = match described {
+        // A bare commit hash (no tags yet) says less than the crate version: keep both.
+        Some(d) if !d.starts_with('v') => format!("{fallback}-g{d}"),
+        Some(d) => d,
+        None => fallback,
+    };
+    println!("cargo:rustc-env=FORCE_BIND_VERSION={version}");
+    // Re-run when HEAD moves or the index changes (commits, checkouts, edits staged).
+    for path in [".git/HEAD", ".git/index", ".git/refs/tags"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,302 @@
+// cli.rs: the command line, a drop-in superset of the C force-bind's. Parsing only:
+// rules are turned into the policy here, everything else is handed to main as data.
+
+use std::ffi::OsString;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::log::Level;
+use crate::rule::{self, Rule, RuleError};
+
+const EXAMPLES: &str = "\
+Rules (-b, -m, -d) are tried last-given first: put the general policy first and
+override it with later rules. A bind no rule matches goes through unchanged.
+
+MATCH:  :PORT  :FIRST-LAST  IP[:PORT][/PREFIX]  [IPv6][:PORT][/PREFIX]  *
+        (PORT may be *; PREFIX defaults to the whole address)
+ADDR:   IP:PORT  IP or IP:* (keep the port)  [IPv6]:PORT  allow  deny (EPERM)
+        fd=N  replace the socket with inherited descriptor N
+        sd=N  the N-th systemd-activated socket (fd 3+N)   sd=NAME  by LISTEN_FDNAMES
+An IPv4 rule also reaches a dual-stack [::] socket, through ::ffff:a.b.c.d.
+
+Examples:
+  force-bind -b 127.0.0.1 python3 -m http.server 8000
+      serve on 127.0.0.1:8000 whatever address the program asks for
+  force-bind -m 0.0.0.0:80/0=127.0.0.1:8080 PROGRAM
+      IPv4 binds of port 80 go to 127.0.0.1:8080; IPv6 binds are untouched
+  force-bind -d -m '[::]:80/0=[::1]:8080' PROGRAM
+      IPv6 port 80 goes to [::1]:8080; every other bind is denied
+  force-bind -d -b '[::1]:8081' -b 127.0.0.1:8080 PROGRAM
+  systemd-socket-activate -l 8000 force-bind -m :8000=sd=0 PROGRAM
+      the program gets systemd's socket instead of binding its own
+
+Exit status: the program's; if it died of a signal, force-bind dies of the same
+one. 125: force-bind failed, 126: PROGRAM not executable, 127: not found,
+2: bad command line.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// notify where the kernel supports it, else ptrace
+    Auto,
+    /// seccomp user notification (Linux 5.9+)
+    Notify,
+    /// seccomp RET_TRACE with ptrace (any kernel)
+    Ptrace,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "force-bind",
+    about = "Run PROGRAM and take control of its bind() calls: rewrite the address, deny, allow, \
+             or put an inherited (socket-activated) socket in place",
+    after_help = EXAMPLES,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+struct Args {
+    /// Rewrite every bind of ADDR's family to ADDR
+    #[arg(short = 'b', value_name = "ADDR", action = ArgAction::Append)]
+    bind: Vec<String>,
+
+    /// Rewrite binds matching MATCH to ADDR
+    #[arg(short = 'm', value_name = "MATCH=ADDR", action = ArgAction::Append)]
+    rewrite: Vec<String>,
+
+    /// Deny every bind (EPERM); later rules may allow some
+    // Appended (not counted) so that every occurrence keeps its own index.
+    #[arg(short = 'd', action = ArgAction::Append, num_args = 0, default_missing_value = "deny")]
+    deny: Vec<String>,
+
+    /// Skip listen() on sockets replaced by an inherited socket (already listening)
+    #[arg(short = 'L')]
+    skip_listen: bool,
+
+    /// Use the ptrace engine (same as --engine ptrace)
+    #[arg(short = 'p')]
+    ptrace: bool,
+
+    /// Which engine carries the policy out
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    engine: EngineChoice,
+
+    /// Keep LISTEN_FDS/LISTEN_FDNAMES for the program (LISTEN_PID set to its PID)
+    #[arg(long)]
+    pass_listen_fds: bool,
+
+    /// Verbose: one line per bind
+    #[arg(short = 'v')]
+    verbose: bool,
+
+    /// Debug: engine internals too
+    #[arg(short = 'D')]
+    debug: bool,
+
+    /// Quiet: fatal errors only
+    #[arg(short = 'q')]
+    quiet: bool,
+
+    /// Ignored (the C force-bind's timeout); accepted for compatibility
+    #[arg(short = 't', value_name = "NSECS")]
+    timeout: Option<String>,
+
+    /// Print the version and the engines this kernel supports
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+
+    /// The program to run, and its arguments
+    #[arg(value_name = "PROGRAM", trailing_var_arg = true, num_args = 1..)]
+    command: Vec<OsString>,
+}
+
+/// Everything main needs from the command line.
+#[derive(Debug)]
+pub struct Options {
+    pub rules: Vec<Rule>,
+    pub skip_listen: bool,
+    pub engine: EngineChoice,
+    pub pass_listen_fds: bool,
+    pub level: Level,
+    pub ignored_timeout: Option<String>,
+    pub version: bool,
+    /// PROGRAM and its arguments; empty only with --version.
+    pub command: Vec<OsString>,
+}
+
+/// What went wrong, as one line for stderr; `help` is the -h text (exit 0).
+#[derive(Debug)]
+pub enum CliError {
+    Help(String),
+    Usage(String),
+}
+
+pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Options, CliError> {
+    let matches = Args::command()
+        .try_get_matches_from(argv)
+        .map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp => CliError::Help(e.render().to_string()),
+            _ => CliError::Usage(first_line(&e.render().to_string())),
+        })?;
+    let args = Args::from_arg_matches(&matches)
+        .map_err(|e| CliError::Usage(first_line(&e.to_string())))?;
+
+    // Rules keep the order they were given in across -b, -m and -d.
+    let mut ordered: Vec<(usize, Result<Rule, RuleError>)> = Vec::new();
+    let indexed = |id: &str| {
+        matches
+            .indices_of(id)
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    for (index, value) in indexed("bind").into_iter().zip(&args.bind) {
+        ordered.push((
+            index,
+            rule::parse_bind(value).map_err(|e| option_error("-b", e)),
+        ));
+    }
+    for (index, value) in indexed("rewrite").into_iter().zip(&args.rewrite) {
+        ordered.push((
+            index,
+            rule::parse_match(value).map_err(|e| option_error("-m", e)),
+        ));
+    }
+    for index in indexed("deny") {
+        ordered.push((index, Ok(rule::deny_all())));
+    }
+    ordered.sort_by_key(|(index, _)| *index);
+    let rules = ordered
+        .into_iter()
+        .map(|(_, rule)| rule)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.reason))?;
+
+    if args.command.is_empty() && !args.version {
+        return Err(CliError::Usage(
+            "missing PROGRAM to run (try 'force-bind -h')".into(),
+        ));
+    }
+    let level = match (args.quiet, args.debug, args.verbose) {
+        (true, _, _) => Level::Quiet,
+        (_, true, _) => Level::Debug,
+        (_, _, true) => Level::Verbose,
+        _ => Level::Normal,
+    };
+    Ok(Options {
+        rules,
+        skip_listen: args.skip_listen,
+        engine: if args.ptrace {
+            EngineChoice::Ptrace
+        } else {
+            args.engine
+        },
+        pass_listen_fds: args.pass_listen_fds,
+        level,
+        ignored_timeout: args.timeout,
+        version: args.version,
+        command: args.command,
+    })
+}
+
+/// A rule error, carried as the whole message line in `reason`.
+fn option_error(option: &str, e: RuleError) -> RuleError {
+    RuleError {
+        reason: format!("{option}: {e}"),
+        arg: e.arg,
+    }
+}
+
+/// clap's messages run to several lines (usage, tips); keep the one that says what
+/// is wrong, without its "error: " prefix.
+fn first_line(rendered: &str) -> String {
+    let line = rendered.lines().next().unwrap_or("bad command line").trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    format!("{line} (try 'force-bind -h')")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Options, CliError> {
+        parse(
+            std::iter::once("force-bind")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse_str(args) {
+            Err(CliError::Usage(msg)) => msg,
+            other => panic!("{args:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_stop_at_the_program() {
+        let o = parse_str(&["-b", "127.0.0.1:1", "nc", "-l", "0.0.0.0", "5"]).unwrap();
+        assert_eq!(o.command, ["nc", "-l", "0.0.0.0", "5"].map(OsString::from));
+        let o = parse_str(&["-p", "ls", "-d", "-b", "x"]).unwrap();
+        assert!(o.rules.is_empty());
+        assert_eq!(o.engine, EngineChoice::Ptrace);
+        let o = parse_str(&["-d", "--", "-weird-name"]).unwrap();
+        assert_eq!(o.command, ["-weird-name"].map(OsString::from));
+    }
+
+    #[test]
+    fn keeps_rule_order_across_options() {
+        let o = parse_str(&[
+            "-m",
+            ":80=allow",
+            "-d",
+            "-b",
+            "127.0.0.1",
+            "-d",
+            "-m",
+            ":81=deny",
+            "true",
+        ])
+        .unwrap();
+        let texts: Vec<_> = o.rules.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["-m :80=allow", "-d", "-b 127.0.0.1", "-d", "-m :81=deny"]
+        );
+    }
+
+    #[test]
+    fn flags() {
+        let o = parse_str(&["-L", "-v", "-t", "5", "--pass-listen-fds", "true"]).unwrap();
+        assert!(o.skip_listen && o.pass_listen_fds);
+        assert_eq!(o.level, Level::Verbose);
+        assert_eq!(o.ignored_timeout.as_deref(), Some("5"));
+        assert_eq!(
+            parse_str(&["-q", "-v", "true"]).unwrap().level,
+            Level::Quiet
+        );
+        assert_eq!(parse_str(&["-D", "true"]).unwrap().level, Level::Debug);
+        assert_eq!(
+            parse_str(&["--engine", "notify", "true"]).unwrap().engine,
+            EngineChoice::Notify
+        );
+        assert!(parse_str(&["-V"]).unwrap().version);
+        assert!(matches!(parse_str(&["-h"]), Err(CliError::Help(h)) if h.contains("Examples:")));
+    }
+
+    #[test]
+    fn bad_input_is_one_line_naming_it() {
+        for (args, needle) in [
+            (&["-m", "garbage", "true"][..], "garbage"),
+            (&["-b", "300.1.1.1:5", "true"][..], "300.1.1.1:5"),
+            (&["-x", "true"][..], "-x"),
+            (&["--engine", "warp", "true"][..], "warp"),
+            (&["-b"][..], "-b"),
+            (&["-d"][..], "PROGRAM"),
+            (&[][..], "PROGRAM"),
+        ] {
+            let msg = usage(args);
+            assert!(msg.contains(needle), "{args:?}: {msg}");
+            assert!(!msg.contains('\n'), "{args:?}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+// force-bind: run a program and take control of its bind() calls.
+//
+// main wires the pieces: the command line (cli) becomes a policy (rule, with the
+// inherited sockets from activation), an engine carries it out on the program
+// (ptrace), and force-bind leaves with the program's status (exit).
+
+#[path = "../arch/mod.rs"]
+mod arch;
+
+mod activation;
+mod cli;
+mod exit;
+mod filter;
+mod log;
+mod ptrace;
+mod rule;
+mod sockaddr;
+mod spawn;
+mod target;
+
+use std::process::ExitCode;
+
+use cli::{CliError, EngineChoice};
+use log::{verbose, warn};
+
+const VERSION: &str = env!("FORCE_BIND_VERSION");
+
+fn main() -> ExitCode {
+    let options = match cli::parse(std::env::args_os()) {
+        Ok(options) => options,
+        Err(CliError::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Usage(message)) => {
+            eprintln!("force-bind: {message}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    log::set_level(options.level);
+    if options.version {
+        println!("force-bind {VERSION}");
+        println!(
+            "engines: ptrace ({}, seccomp RET_TRACE: any kernel with seccomp filters)",
+            <arch::Native as arch::Arch>::NAME
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(nsecs) = &options.ignored_timeout {
+        warn!("-t {nsecs} is ignored: force-bind no longer needs a timeout");
+    }
+
+    let inherited = activation::inherited(&options.rules);
+    let policy = rule::Policy {
+        rules: options.rules,
+        inherited,
+        skip_listen_on_replaced: options.skip_listen,
+    };
+    let env = activation::program_env(options.pass_listen_fds);
+    let mut program = match spawn::Program::new(&options.command, env, options.pass_listen_fds) {
+        Ok(program) => program,
+        Err(e) => return fail_spawn(&e),
+    };
+
+    let result = match options.engine {
+        EngineChoice::Ptrace | EngineChoice::Auto => {
+            if options.engine == EngineChoice::Auto {
+                verbose!("engine: ptrace (the notify engine is not built yet)");
+            }
+            ptrace::run(&policy, &mut program)
+        }
+        EngineChoice::Notify => Err(anyhow::anyhow!(
+            "the notify engine is not available in this build; use -p"
+        )),
+    };
+    match result {
+        Ok(status) => exit::leave(status),
+        Err(e) => match e.downcast_ref::<spawn::SpawnError>() {
+            Some(spawn_error) => fail_spawn(spawn_error),
+            None => {
+                eprintln!("force-bind: {e:#}");
+                ExitCode::from(exit::INTERNAL as u8)
+            }
+        },
+    }
+}
+
+fn fail_spawn(e: &spawn::SpawnError) -> ExitCode {
+    eprintln!("force-bind: {e}");
+    ExitCode::from(match e {
+        spawn::SpawnError::NotFound(_) => exit::NOT_FOUND as u8,
+        spawn::SpawnError::NotExecutable(..) => exit::NOT_EXECUTABLE as u8,
+    })
+}

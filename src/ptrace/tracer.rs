@@ -1,0 +1,262 @@
+// ptrace/tracer.rs: the event loop. Every thread and child of the program is traced
+// (TRACEFORK/VFORK/CLONE); only the syscalls the filter traps ever stop them. Each
+// stop gets exactly one restart, with any pending signal re-injected, so no tracee is
+// left stopped; the loop ends when waitpid has no child left, so none is left a zombie.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+use super::probe::StopOrdering;
+use super::stop::{Restart, Stop, event_message, restart, wait_any};
+use crate::arch::Native;
+use crate::arch::{Arch, read_regs, write_regs};
+use crate::exit::Status;
+use crate::filter::TrapCode;
+use crate::log::{debug, warn};
+use crate::rule::Policy;
+use crate::spawn::Child;
+
+type Regs = <Native as Arch>::Regs;
+
+/// What to do at the exit of a syscall we changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixup {
+    /// Put the argument registers back as the program left them; keep the result.
+    RestoreArgs,
+    /// The syscall was skipped: make it return this (0 or -errno).
+    Return(i64),
+    /// bind became dup2/dup3: its result (the fd) becomes bind's 0; errors stay.
+    ReplacedBind,
+}
+
+/// A thread stopped in a trapped syscall we are still handling.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The registers at the seccomp stop, before we changed them.
+    pub original: Regs,
+    pub fixup: Fixup,
+    /// Before Linux 4.8 an enter-stop comes between the seccomp stop and the exit.
+    pub await_enter: bool,
+    /// Filled in by the handler for the -v line printed once the result is known.
+    pub report: Option<super::bind::Report>,
+}
+
+pub struct Tracer<'p> {
+    pub policy: &'p Policy,
+    ordering: StopOrdering,
+    pending: HashMap<Pid, Pending>,
+    main: Pid,
+    main_status: Option<Status>,
+    main_exec_done: bool,
+    /// Inodes of the inherited sockets, to recognise them in a tracee's fd table.
+    pub inherited_inodes: Vec<(RawFd, u64)>,
+}
+
+/// How the traced program ended, or that it never started.
+pub enum Outcome {
+    Finished(Status),
+    ExecFailed(Errno),
+}
+
+impl<'p> Tracer<'p> {
+    pub fn new(policy: &'p Policy, ordering: StopOrdering, main: Pid) -> Self {
+        let inherited_inodes = policy
+            .inherited
+            .sockets
+            .iter()
+            .filter_map(|fd| crate::target::own_socket_inode(*fd).map(|ino| (*fd, ino)))
+            .collect();
+        Tracer {
+            policy,
+            ordering,
+            pending: HashMap::new(),
+            main,
+            main_status: None,
+            main_exec_done: false,
+            inherited_inodes,
+        }
+    }
+
+    /// Runs until no tracee is left.
+    pub fn run(mut self, child: &Child) -> anyhow::Result<Outcome> {
+        loop {
+            let (pid, status) = match wait_any() {
+                Ok(x) => x,
+                Err(Errno::ECHILD) => break,
+                Err(e) => return Err(anyhow::anyhow!("waitpid: {e}")),
+            };
+            let Some(stop) = Stop::from_status(pid, status) else {
+                continue;
+            };
+            if let Err(e) = self.handle(stop) {
+                // ESRCH: the tracee died under us (SIGKILL, exec by another thread);
+                // its exit is reported separately.
+                if e != Errno::ESRCH {
+                    debug!("{stop:?}: {e}");
+                }
+            }
+        }
+        if !self.main_exec_done {
+            if let Some(errno) = child.exec_error() {
+                return Ok(Outcome::ExecFailed(errno));
+            }
+        }
+        Ok(Outcome::Finished(
+            self.main_status
+                .unwrap_or(Status::Exited(crate::exit::INTERNAL)),
+        ))
+    }
+
+    fn handle(&mut self, stop: Stop) -> Result<(), Errno> {
+        match stop {
+            Stop::Exited { pid, code } => {
+                self.gone(pid, Status::Exited(code));
+                Ok(())
+            }
+            Stop::Killed { pid, signal } => {
+                let signal = nix::sys::signal::Signal::try_from(signal).map(Status::Signaled);
+                self.gone(
+                    pid,
+                    signal.unwrap_or(Status::Exited(128 + signal_number(stop))),
+                );
+                Ok(())
+            }
+            Stop::Seccomp { pid } => {
+                let decided = match TrapCode::from_data(event_message(pid)?) {
+                    Some(TrapCode::Bind) => self.on_bind(pid),
+                    Some(TrapCode::Listen) => self.on_listen(pid),
+                    None => Ok(Restart::Continue(0)),
+                };
+                match decided {
+                    Ok(how) => restart(pid, how),
+                    Err(Errno::ESRCH) => Err(Errno::ESRCH),
+                    Err(e) => {
+                        // Fail closed: a trapped call we could not carry the policy out
+                        // on must not run as asked, and the thread cannot be left stopped.
+                        warn!("pid {pid}: cannot handle a trapped call ({e}); killing the process");
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        Err(e)
+                    }
+                }
+            }
+            Stop::Syscall { pid } => {
+                let how = self.on_syscall_stop(pid)?;
+                restart(pid, how)
+            }
+            Stop::Exec { pid } => {
+                // A non-leader thread that execs takes the leader's id; the message
+                // is its former id, whose state (if any) is gone with it.
+                if let Ok(former) = event_message(pid) {
+                    self.pending.remove(&Pid::from_raw(former as i32));
+                }
+                self.pending.remove(&pid);
+                if pid == self.main {
+                    self.main_exec_done = true;
+                }
+                restart(pid, Restart::Continue(0))
+            }
+            Stop::GroupStop { pid, signal } => {
+                debug!("pid {pid}: group-stop ({signal})");
+                restart(pid, Restart::Listen)
+            }
+            Stop::Forked { pid } | Stop::EventStop { pid } | Stop::OtherEvent { pid } => {
+                restart(pid, Restart::Continue(0))
+            }
+            Stop::Signal { pid, signal } => restart(pid, Restart::Continue(signal)),
+        }
+    }
+
+    fn gone(&mut self, pid: Pid, status: Status) {
+        self.pending.remove(&pid);
+        if pid == self.main {
+            self.main_status = Some(status);
+        }
+    }
+
+    /// Registers of a thread at a seccomp stop, and whether the trap is ours to judge.
+    pub fn regs(&self, pid: Pid) -> Result<Regs, Errno> {
+        read_regs(pid)
+    }
+
+    /// Records what to do at the syscall's exit, and asks to stop there.
+    pub fn expect_exit(
+        &mut self,
+        pid: Pid,
+        original: Regs,
+        fixup: Fixup,
+        report: Option<super::bind::Report>,
+    ) -> Restart {
+        let await_enter = self.ordering == StopOrdering::SeccompThenEnterThenExit;
+        self.pending.insert(
+            pid,
+            Pending {
+                original,
+                fixup,
+                await_enter,
+                report,
+            },
+        );
+        Restart::Syscall
+    }
+
+    fn on_syscall_stop(&mut self, pid: Pid) -> Result<Restart, Errno> {
+        let Some(pending) = self.pending.get_mut(&pid) else {
+            // Not one of ours (cannot happen with PTRACE_CONT elsewhere): let it run.
+            return Ok(Restart::Continue(0));
+        };
+        if pending.await_enter {
+            pending.await_enter = false;
+            return Ok(Restart::Syscall);
+        }
+        let pending = self.pending.remove(&pid).expect("checked above");
+        let mut regs = read_regs(pid)?;
+        let result = <Native as Arch>::get(&regs, crate::arch::Reg::Result) as i64;
+        // The kernel preserves argument registers across a syscall; compiled code may
+        // rely on that, so they must read as the program left them.
+        for i in 0..3 {
+            if !(i == 0 && <Native as Arch>::RESULT_IS_ARG0) {
+                let original = <Native as Arch>::get(&pending.original, crate::arch::Reg::Arg(i));
+                <Native as Arch>::set(&mut regs, crate::arch::Reg::Arg(i), original);
+            }
+        }
+        let result = match pending.fixup {
+            Fixup::RestoreArgs => result,
+            Fixup::Return(value) => value,
+            Fixup::ReplacedBind if result >= 0 => 0,
+            Fixup::ReplacedBind => result,
+        };
+        <Native as Arch>::set(&mut regs, crate::arch::Reg::Result, result as u64);
+        write_regs(pid, &regs)?;
+        if let Some(report) = pending.report {
+            report.print(pid, result);
+        }
+        Ok(Restart::Continue(0))
+    }
+
+    /// Sets the registers and arranges the exit fixup; on failure the thread is left
+    /// as it was, which is safe only for an allowed bind: callers deny otherwise.
+    pub fn apply(
+        &mut self,
+        pid: Pid,
+        original: Regs,
+        changed: &Regs,
+        fixup: Fixup,
+        report: Option<super::bind::Report>,
+    ) -> Result<Restart, Errno> {
+        if let Err(e) = write_regs(pid, changed) {
+            warn!("pid {pid}: cannot change registers: {e}");
+            return Err(e);
+        }
+        Ok(self.expect_exit(pid, original, fixup, report))
+    }
+}
+
+fn signal_number(stop: Stop) -> i32 {
+    match stop {
+        Stop::Killed { signal, .. } => signal,
+        _ => 0,
+    }
+}

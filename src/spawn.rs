@@ -1,0 +1,351 @@
+// spawn.rs: finding the program, fork/exec, and what the child does between the two
+// (wait for the supervisor, install the seccomp filter). Everything the child needs
+// is prepared before fork: after it, the child only makes raw syscalls.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use seccompiler::sock_filter;
+
+use crate::activation::LISTEN_PID;
+
+/// The program could not be started; exits 127 or 126 like a shell would.
+#[derive(Debug)]
+pub enum SpawnError {
+    NotFound(OsString),
+    NotExecutable(OsString, Errno),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::NotFound(p) => write!(f, "{}: command not found", p.to_string_lossy()),
+            SpawnError::NotExecutable(p, e) => {
+                write!(f, "{}: cannot execute: {}", p.to_string_lossy(), e.desc())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// The program, resolved and encoded for execve(2).
+pub struct Program {
+    name: OsString,
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    /// "LISTEN_PID=" followed by room for the child's PID, filled in after fork.
+    listen_pid: Option<Vec<u8>>,
+}
+
+impl Program {
+    /// Resolves `command[0]` the way execvp(3) does (a name with a '/' is a path,
+    /// otherwise the first executable match in PATH), so a missing or unusable
+    /// program is reported before anything is started.
+    pub fn new(
+        command: &[OsString],
+        env: Vec<CString>,
+        set_listen_pid: bool,
+    ) -> Result<Program, SpawnError> {
+        let name = command[0].clone();
+        let path = resolve(&name, std::env::var_os("PATH").as_deref())?;
+        let cstring =
+            |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| SpawnError::NotFound(name.clone()));
+        let argv = command
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<_, _>>()?;
+        Ok(Program {
+            path: cstring(path.as_os_str())?,
+            name,
+            argv,
+            env,
+            listen_pid: set_listen_pid.then(|| format!("{LISTEN_PID}={:<10}\0", "").into_bytes()),
+        })
+    }
+
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+}
+
+fn resolve(name: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, SpawnError> {
+    let not_found = || SpawnError::NotFound(name.to_owned());
+    if name.is_empty() {
+        return Err(not_found());
+    }
+    let check = |p: &Path| -> Result<(), Errno> {
+        let meta = std::fs::metadata(p)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+        if meta.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    };
+    if name.as_bytes().contains(&b'/') {
+        let p = PathBuf::from(name);
+        return match check(&p) {
+            Ok(()) => Ok(p),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Err(not_found()),
+            Err(e) => Err(SpawnError::NotExecutable(name.to_owned(), e)),
+        };
+    }
+    let dirs = path_var
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
+    let mut unusable = None;
+    for dir in dirs.split(|b| *b == b':') {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(name);
+        match check(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) => unusable = unusable.or(Some(e)),
+        }
+    }
+    Err(match unusable {
+        Some(e) => SpawnError::NotExecutable(name.to_owned(), e),
+        None => not_found(),
+    })
+}
+
+/// A started child, not yet known to have exec'd.
+pub struct Child {
+    pub pid: Pid,
+    /// Read end of a close-on-exec pipe: EOF once exec succeeded, the errno if not.
+    exec_status: OwnedFd,
+}
+
+impl Child {
+    /// Why exec failed, once the child has exited without exec'ing; None if it did exec.
+    pub fn exec_error(&self) -> Option<Errno> {
+        let mut buf = [0u8; 4];
+        match nix::unistd::read(&self.exec_status, &mut buf) {
+            Ok(4) => Some(Errno::from_raw(i32::from_ne_bytes(buf))),
+            _ => None,
+        }
+    }
+}
+
+/// The signals force-bind passes on to the program (exit.rs); blocked across fork so
+/// none is lost before the handlers exist or runs a handler in the child.
+pub fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in crate::exit::FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+/// Forks and execs `program`. `before_exec` runs in the child first; it must be
+/// async-signal-safe (no allocation, no locks): the parent may have threads.
+pub fn spawn(
+    program: &mut Program,
+    before_exec: impl FnOnce() -> Result<(), Errno>,
+) -> anyhow::Result<Child> {
+    let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = program.env.iter().map(|e| e.as_ptr()).collect();
+    let listen_pid_ptr = program.listen_pid.as_mut().map(|buf| buf.as_mut_ptr());
+    if let Some(p) = listen_pid_ptr {
+        envp.push(p as *const libc::c_char);
+    }
+    envp.push(std::ptr::null());
+
+    let mut old_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&forwarded_signals()),
+        Some(&mut old_mask),
+    )
+    .context("sigprocmask")?;
+    // SAFETY: the child only makes raw syscalls (sigprocmask, whatever `before_exec`
+    // does under its own contract, execve, write, _exit) on memory prepared above.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+            if let Some(p) = listen_pid_ptr {
+                // SAFETY: the buffer is "LISTEN_PID=" plus 10 spaces and a NUL, owned by
+                // `program`, which outlives this child's use of it.
+                unsafe { write_pid(p.add(LISTEN_PID.len() + 1)) };
+            }
+            let errno = match before_exec() {
+                Ok(()) => {
+                    // SAFETY: path, argv and envp are NUL-terminated strings and
+                    // NULL-terminated arrays that live until exec replaces us.
+                    unsafe { libc::execve(program.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+                    Errno::last()
+                }
+                Err(e) => e,
+            };
+            let bytes = (errno as i32).to_ne_bytes();
+            // SAFETY: write and _exit are async-signal-safe; nothing else runs here.
+            unsafe {
+                libc::write(status_write.as_raw_fd(), bytes.as_ptr().cast(), 4);
+                libc::_exit(crate::exit::NOT_FOUND)
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(status_write);
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None).context("sigprocmask")?;
+            Ok(Child {
+                pid: child,
+                exec_status: status_read,
+            })
+        }
+    }
+}
+
+/// Writes the calling process's PID in decimal over the 10 bytes at `digits`,
+/// without allocating (we are between fork and exec).
+///
+/// # Safety
+/// `digits` must point at 10 writable bytes.
+unsafe fn write_pid(digits: *mut u8) {
+    // SAFETY: getpid cannot fail.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    let mut tmp = [b' '; 10];
+    let mut n = 0;
+    loop {
+        tmp[n] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        n += 1;
+        if pid == 0 || n == tmp.len() {
+            break;
+        }
+    }
+    for i in 0..10 {
+        // A shorter number is NUL-terminated early; the spaces after it never show.
+        let byte = if i < n { tmp[n - 1 - i] } else { 0 };
+        // SAFETY: i < 10, within the caller's buffer.
+        unsafe { *digits.add(i) = byte };
+    }
+}
+
+/// A blocking read of one byte: the child's wait for the supervisor's go-ahead.
+pub fn wait_for_byte(fd: RawFd) -> Result<(), Errno> {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into a local.
+        let n = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        match n {
+            1 => return Ok(()),
+            0 => return Err(Errno::EPIPE),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(Errno::last()),
+        }
+    }
+}
+
+/// Installs `filter` on the calling thread, setting no_new_privs first (required
+/// without CAP_SYS_ADMIN; it also keeps a setuid program from shedding the filter's
+/// purpose by gaining privileges). `flags` are SECCOMP_FILTER_FLAG_*; the result is
+/// what seccomp(2) returns (the listener fd with FLAG_NEW_LISTENER). Falls back to
+/// prctl(PR_SET_SECCOMP) on kernels before 3.17, which have no seccomp(2).
+pub fn install_filter(filter: &[sock_filter], flags: libc::c_ulong) -> Result<RawFd, Errno> {
+    // SAFETY: prctl with integer arguments.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, which the kernel copies; seccompiler's
+    // sock_filter has libc's layout.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog,
+        )
+    };
+    match Errno::result(rc) {
+        Err(Errno::ENOSYS) if flags == 0 => {
+            // SAFETY: as above, through the older interface.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const _ as usize,
+                    0,
+                    0,
+                )
+            };
+            Errno::result(rc).map(|_| -1)
+        }
+        other => other.map(|fd| fd as RawFd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let dir = std::env::temp_dir().join(format!("fb-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let exe = dir.join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = OsString::from(format!("/nonexistent:{}", dir.display()));
+
+        assert_eq!(resolve(OsStr::new("tool"), Some(&path)).unwrap(), exe);
+        assert!(matches!(
+            resolve(OsStr::new("nope"), Some(&path)),
+            Err(SpawnError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve(OsStr::new("plain"), Some(&path)),
+            Err(SpawnError::NotExecutable(_, Errno::EACCES))
+        ));
+        assert!(matches!(
+            resolve(OsStr::new("sub"), Some(&path)),
+            Err(SpawnError::NotExecutable(_, Errno::EISDIR))
+        ));
+        assert!(matches!(resolve(exe.as_os_str(), None), Ok(_)));
+        assert!(matches!(
+            resolve(OsStr::new("/nonexistent/x"), None),
+            Err(SpawnError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve(plain.as_os_str(), None),
+            Err(SpawnError::NotExecutable(..))
+        ));
+        assert!(matches!(
+            resolve(OsStr::new(""), None),
+            Err(SpawnError::NotFound(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writes_pid_without_allocating() {
+        let mut buf = [b'x'; 10];
+        // SAFETY: buf has 10 bytes.
+        unsafe { write_pid(buf.as_mut_ptr()) };
+        let s = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+        assert_eq!(s.to_str().unwrap(), std::process::id().to_string());
+    }
+}

@@ -1,0 +1,129 @@
+// target.rs: looking at a target process's descriptors from outside, through /proc
+// and pidfd_getfd(2). Shared by both engines; every lookup is one small syscall or
+// file read and fails softly (None) when the target is gone or the kernel is old.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// The inode of the socket `fd` refers to in `pid`, from the "socket:[N]" link.
+pub fn socket_inode(pid: Pid, fd: RawFd) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    parse_socket_link(link.to_str()?)
+}
+
+pub fn parse_socket_link(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The inode of a socket force-bind itself holds.
+pub fn own_socket_inode(fd: RawFd) -> Option<u64> {
+    // SAFETY: fstat only inspects the descriptor.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+}
+
+/// Whether `fd` in `pid` has FD_CLOEXEC, from the "flags:" line of fdinfo (octal
+/// open flags, O_CLOEXEC included since Linux 3.1 reports it there).
+pub fn fd_cloexec(pid: Pid, fd: RawFd) -> Option<bool> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    parse_fdinfo_cloexec(&info)
+}
+
+pub fn parse_fdinfo_cloexec(info: &str) -> Option<bool> {
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+    let flags = u32::from_str_radix(flags, 8).ok()?;
+    Some(flags & libc::O_CLOEXEC as u32 != 0)
+}
+
+/// The short command name, for messages.
+pub fn comm(pid: Pid) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The thread group (process) a thread belongs to.
+pub fn tgid(tid: Pid) -> Option<Pid> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Pid::from_raw(tgid))
+}
+
+/// A pidfd for the process `tid` belongs to. pidfd_open(2) refuses a thread that is
+/// not a group leader (before 6.9), so retry with its thread group.
+pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
+    let open = |pid: Pid| {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        // SAFETY: on success rc is a fresh descriptor that we now own.
+        Errno::result(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    };
+    match open(tid) {
+        Err(Errno::EINVAL) => open(tgid(tid).ok_or(Errno::ESRCH)?),
+        other => other,
+    }
+}
+
+/// Our own copy of descriptor `fd` of the process behind `pidfd` (Linux 5.6+).
+pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_getfd returns a new descriptor (with CLOEXEC) that we now own.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    // SAFETY: as above.
+    Errno::result(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether an AF_INET6 socket also takes IPv4 (IPV6_V6ONLY off).
+pub fn sock_dual_stack(sock: &OwnedFd) -> Result<bool, Errno> {
+    let mut v6only: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the int.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&mut v6only as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(rc).map(|_| v6only == 0)
+}
+
+/// The system default for new AF_INET6 sockets (net.ipv6.bindv6only), the best
+/// answer when the socket itself cannot be looked at (kernels before 5.6).
+pub fn default_dual_stack() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_formats() {
+        assert_eq!(parse_socket_link("socket:[12345]"), Some(12345));
+        assert_eq!(parse_socket_link("pipe:[12345]"), None);
+        assert_eq!(parse_socket_link("/dev/null"), None);
+        assert_eq!(
+            parse_fdinfo_cloexec("pos:\t0\nflags:\t02000002\nmnt_id:\t9\n"),
+            Some(true)
+        );
+        assert_eq!(
+            parse_fdinfo_cloexec("pos:\t0\nflags:\t02\nmnt_id:\t9\n"),
+            Some(false)
+        );
+        assert_eq!(parse_fdinfo_cloexec("pos:\t0\n"), None);
+    }
+}

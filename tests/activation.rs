@@ -1,0 +1,134 @@
+//! tests/activation.rs: `fd=N` / `sd=N` / `sd=NAME` targets with systemd-socket-activate,
+//! `-L`, LISTEN_PID checking and the clean-up of LISTEN_* in the program's environment.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, TcpStream};
+
+/// python's http.server calls listen(5) (socketserver.TCPServer.request_queue_size).
+const PYTHON_BACKLOG: u32 = 5;
+
+/// Runs `python3 -m http.server Q --bind 127.0.0.1` under
+/// `systemd-socket-activate -l 127.0.0.1:P SA_ARGS force-bind FB_ARGS`, where FB_ARGS
+/// redirect Q to the passed socket; checks that a GET on P is served and nothing
+/// listens on Q. Returns the server and P so callers can check more.
+fn served_on_passed_socket(
+    engine: Engine,
+    sa_args: &[&str],
+    fb_args: &[&str],
+    q: u16,
+) -> (Proc, SocketAddr) {
+    let p = free_port();
+    let listen = v4("127.0.0.1", p);
+    let q_s = q.to_string();
+    let mut args = fb_args.to_vec();
+    args.extend_from_slice(&[python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
+    let server = Proc::spawn(socket_activate(listen, sa_args, engine, &args));
+    assert!(wait_for_listen(listen, WAIT), "{}", server.context());
+    // The first connection makes systemd-socket-activate exec force-bind; it waits in
+    // the accept queue until the server runs.
+    assert_eq!(
+        http_get_retry(listen, WAIT),
+        Ok(200),
+        "{}",
+        server.context()
+    );
+    assert_eq!(
+        tcp_listeners_on(q),
+        vec![],
+        "the program bound its own port\n{}",
+        server.context()
+    );
+    assert_eq!(tcp_listeners_on(p), vec![listen], "{}", server.context());
+    (server, listen)
+}
+
+engine_tests! {
+    fn sd_index_replaces_the_programs_socket(engine: Engine) {
+        let q = free_port();
+        let (server, _) = served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd=0")], q);
+        let f = server.kill();
+        assert!(!f.stderr.contains("panicked"), "{f}");
+    }
+
+    fn sd_index_dash_form(engine: Engine) {
+        let q = free_port();
+        served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd-0")], q);
+    }
+
+    fn sd_name_picks_by_listen_fdnames(engine: Engine) {
+        let q = free_port();
+        served_on_passed_socket(engine, &["--fdname=web"], &["-m", &format!(":{q}=sd=web")], q);
+    }
+
+    fn fd_number_replaces_the_programs_socket(engine: Engine) {
+        let q = free_port();
+        served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=fd=3")], q);
+        let q = free_port();
+        served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=fd-3")], q);
+    }
+
+    fn program_listen_reaches_the_passed_socket_without_l(engine: Engine) {
+        let q = free_port();
+        let (server, listen) = served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd=0")], q);
+        assert_eq!(listen_backlog(listen), Some(PYTHON_BACKLOG), "{}", server.context());
+    }
+
+    fn l_skips_listen_on_the_passed_socket(engine: Engine) {
+        let q = free_port();
+        let (server, listen) = served_on_passed_socket(engine, &[], &["-L", "-m", &format!(":{q}=sd=0")], q);
+        // systemd-socket-activate listened with its own (large) backlog; with -L the
+        // program's listen(5) never reaches the socket.
+        let backlog = listen_backlog(listen);
+        assert!(matches!(backlog, Some(b) if b != PYTHON_BACKLOG), "backlog {backlog:?}\n{}", server.context());
+    }
+
+    fn wrong_listen_pid_is_not_honoured(engine: Engine) {
+        let (p, q) = (free_port(), free_port());
+        let listen = v4("127.0.0.1", p);
+        let (p_s, q_s, rule) = (listen.to_string(), q.to_string(), format!(":{q}=sd=0"));
+        // systemd-socket-activate passes fd 3 with LISTEN_FDS=1, but `env` overrides
+        // LISTEN_PID, so the fds are not meant for force-bind.
+        let mut args = vec!["-l", &p_s, "env", "LISTEN_PID=1", force_bind_bin()];
+        args.extend_from_slice(engine.args());
+        args.extend_from_slice(&["-v", "-m", &rule, python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
+        let server = Proc::spawn(command("systemd-socket-activate", &args));
+        assert!(wait_for_listen(listen, WAIT), "{}", server.context());
+        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("connect to trigger activation");
+        let own = v4("127.0.0.1", q);
+        assert!(wait_for_listen(own, WAIT), "program did not bind normally\n{}", server.context());
+        assert_eq!(http_get_retry(own, WAIT), Ok(200), "{}", server.context());
+        assert!(server.wait_stderr("not passed", WAIT), "{}", server.context());
+    }
+
+    fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) {
+        for target in ["fd=97", "sd=0", "sd=web"] {
+            let q = free_port();
+            let rule = format!(":{q}={target}");
+            let f = run(force_bind(engine, &["-v", "-m", &rule, bindprobe(), "--port", &q.to_string()]));
+            assert_eq!(f.bound(), vec![v4("127.0.0.1", q)], "{f}");
+            assert!(f.stderr.contains("not passed"), "{f}");
+            f.assert_success();
+        }
+    }
+
+    fn listen_variables_are_removed_from_the_program(engine: Engine) {
+        let p = free_port();
+        let listen = v4("127.0.0.1", p);
+        let q = free_port();
+        let rule = format!(":{q}=sd=web");
+        let mut cmd = socket_activate(listen, &["--fdname=web"], engine, &["-m", &rule, "sh", "-c", "env"]);
+        cmd.env("FORCE_BIND_TEST_MARK", "kept");
+        let mut proc = Proc::spawn(cmd);
+        assert!(wait_for_listen(listen, WAIT), "{}", proc.context());
+        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("connect to trigger activation");
+        assert!(proc.wait_timeout(WAIT).is_some(), "{}", proc.context());
+        let f = proc.finish(WAIT);
+        f.assert_success();
+        assert!(f.stdout.contains("FORCE_BIND_TEST_MARK=kept"), "env did not run\n{f}");
+        for var in ["LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="] {
+            assert!(!f.stdout.lines().any(|l| l.starts_with(var)), "{var} leaked\n{f}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! tests/cli.rs: the command line: help, version, bad arguments, option parsing that
+//! stops at the program, and the accepted-but-ignored `-t`.
+
+mod common;
+
+use common::*;
+
+/// A usage error: exit 2, exactly one line on stderr naming `bad`, no panic.
+fn assert_usage_error(args: &[&str], bad: &str) {
+    let f = run(force_bind_plain(args));
+    assert_eq!(f.code(), Some(2), "{f}");
+    assert_eq!(f.stderr_lines().len(), 1, "want one stderr line\n{f}");
+    assert!(f.stderr.contains(bad), "stderr should name {bad:?}\n{f}");
+    assert!(!f.stderr.contains("panicked"), "{f}");
+    assert_eq!(f.stdout, "", "{f}");
+}
+
+#[test]
+fn version() {
+    let f = run(force_bind_plain(&["-V"]));
+    f.assert_success();
+    assert!(f.stdout.contains(env!("CARGO_PKG_VERSION")), "{f}");
+}
+
+#[test]
+fn help_mentions_examples() {
+    let f = run(force_bind_plain(&["-h"]));
+    f.assert_success();
+    assert!(f.stdout.to_lowercase().contains("example"), "{f}");
+    for opt in ["-b", "-m", "-d", "-p"] {
+        assert!(f.stdout.contains(opt), "help lacks {opt}\n{f}");
+    }
+}
+
+#[test]
+fn bad_match_rule() {
+    assert_usage_error(&["-m", "garbage", "true"], "garbage");
+}
+
+#[test]
+fn bad_address() {
+    assert_usage_error(&["-b", "300.1.1.1:5", "true"], "300.1.1.1");
+}
+
+#[test]
+fn more_bad_rules() {
+    for (args, bad) in [
+        (&["-m", ":99999=allow", "true"][..], ":99999"),
+        (&["-m", ":80=nowhere", "true"], "nowhere"),
+        (&["-m", ":9000-8000=allow", "true"], "9000-8000"),
+        (&["-m", "127.0.0.1:80/33=allow", "true"], "/33"),
+        (&["-b", "[::1", "true"], "[::1"),
+        (&["-m", ":80=fd=x", "true"], "fd=x"),
+    ] {
+        assert_usage_error(args, bad);
+    }
+}
+
+#[test]
+fn unknown_option_and_missing_program() {
+    let f = run(force_bind_plain(&["--no-such-option", "true"]));
+    assert_eq!(f.code(), Some(2), "{f}");
+    assert!(!f.stderr.contains("panicked"), "{f}");
+    let f = run(force_bind_plain(&["-d"]));
+    assert_eq!(f.code(), Some(2), "no program given\n{f}");
+    let f = run(force_bind_plain(&["--engine", "bogus", "true"]));
+    assert_eq!(f.code(), Some(2), "{f}");
+}
+
+engine_tests! {
+    fn t_is_accepted_with_a_warning(engine: Engine) {
+        let f = run(force_bind(engine, &["-t", "5", "true"]));
+        f.assert_success();
+        let err = f.stderr.to_lowercase();
+        assert!(!err.trim().is_empty() && (err.contains("-t") || err.contains("ignor")), "{f}");
+    }
+
+    fn options_stop_at_the_program(engine: Engine) {
+        // `-d` after the program is the program's own argument ($0 of sh -c).
+        let f = run(force_bind(engine, &["sh", "-c", "echo $0 $1; exit 3", "-d", "-b"]));
+        assert_eq!(f.code(), Some(3), "{f}");
+        assert_eq!(f.stdout, "-d -b\n", "{f}");
+        // And an option-looking argument of the probe reaches the probe.
+        let f = run(force_bind(engine, &["-d", bindprobe(), "--port", "0"]));
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+    }
+
+    fn double_dash_ends_options(engine: Engine) {
+        let f = run(force_bind(engine, &["-b", "127.0.0.3", "--", "sh", "-c", "exit 4"]));
+        assert_eq!(f.code(), Some(4), "{f}");
+    }
+
+    fn quiet_verbose_debug_accepted(engine: Engine) {
+        let f = run(force_bind(engine, &["-q", "-b", "127.0.0.3", bindprobe()]));
+        f.assert_success();
+        assert_eq!(f.stderr, "", "-q prints nothing\n{f}");
+        assert_eq!(f.bound().len(), 1, "{f}");
+        for flag in ["-v", "-D"] {
+            let f = run(force_bind(engine, &[flag, "-b", "127.0.0.3", bindprobe()]));
+            f.assert_success();
+            assert_eq!(f.bound().len(), 1, "{flag}\n{f}");
+            assert!(!f.stderr.trim().is_empty(), "{flag} says something\n{f}");
+        }
+    }
+}

@@ -1,0 +1,1017 @@
+//! tests/common: the harness shared by every integration test.
+//!
+//! It starts force-bind (and the helper programs) as real processes, reads back what
+//! the kernel bound from `/proc/net/*` or the probe's `getsockname()` report, and makes
+//! sure nothing it started outlives the test. Every wait here is bounded in time.
+#![allow(dead_code)] // each test binary uses its own subset of the harness
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for anything (a listener, a line, an exit) before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// Polling step for the bounded waits.
+pub const STEP: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// Engines
+// ---------------------------------------------------------------------------
+
+/// The supervisor engines force-bind offers. Every engine test runs once per engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Ptrace,
+    Notify,
+}
+
+impl Engine {
+    /// The force-bind options that select this engine.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Engine::Ptrace => &["-p"],
+            Engine::Notify => &["--engine", "notify"],
+        }
+    }
+}
+
+/// Generates one `#[test]` per engine for each `fn name(engine: Engine) { ... }`,
+/// in modules named after the engine (`ptrace::name`, `notify::name`).
+/// Use it once per test file.
+#[allow(unused_macros)]
+macro_rules! engine_tests {
+    ($($tests:tt)*) => {
+        $crate::common::engine_module! { ptrace, Ptrace, $($tests)* }
+        // notify engine: issue 4 -- $crate::common::engine_module! { notify, Notify, $($tests)* }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use engine_tests;
+
+/// One engine's module of tests; see `engine_tests!`.
+#[allow(unused_macros)]
+macro_rules! engine_module {
+    ($module:ident, $variant:ident,
+     $( $(#[$attr:meta])* fn $name:ident($engine:ident: Engine) $body:block )*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                #[test]
+                fn $name() {
+                    let $engine = $crate::common::Engine::$variant;
+                    $body
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use engine_module;
+
+// ---------------------------------------------------------------------------
+// Programs under test
+// ---------------------------------------------------------------------------
+
+pub fn force_bind_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_force-bind")
+}
+
+/// A scratch directory cargo keeps for integration tests (`target/tmp`).
+pub fn tmp_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// A path in `tmp_dir()` unique to this process and call.
+pub fn tmp_path(stem: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    tmp_dir().join(format!("{stem}-{}-{n}", std::process::id()))
+}
+
+/// The `bindprobe` example, which `cargo test` builds next to the main binary.
+///
+/// `cargo test --test NAME` and `cargo test --tests` do not build examples, so when it
+/// is missing it is built once with the same cargo, profile and target directory.
+pub fn bindprobe() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let profile_dir = Path::new(force_bind_bin()).parent().expect("bin dir");
+        let probe = profile_dir.join("examples/bindprobe");
+        if !probe.exists() {
+            build_bindprobe(profile_dir);
+        }
+        assert!(
+            probe.exists(),
+            "{} is missing; run `cargo build --examples` first",
+            probe.display()
+        );
+        probe.to_str().expect("utf-8 path").to_string()
+    })
+}
+
+fn build_bindprobe(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => "dev",
+    };
+    let target_dir = profile_dir.parent().expect("target dir");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "bindprobe",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build --example bindprobe");
+    assert!(
+        out.status.success(),
+        "cargo build --example bindprobe failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real python3 interpreter (pyenv shims are shell scripts that cost ~100 ms each).
+pub fn python3() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 is needed by the tests");
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !path.is_empty(),
+            "python3 -c failed"
+        );
+        path
+    })
+}
+
+/// `tests/c/static_bind.c` compiled with `gcc -static -O2`, once per test process.
+pub fn static_bind() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/static_bind.c");
+        let dir = tmp_dir().join("static_bind");
+        fs::create_dir_all(&dir).expect("create static_bind dir");
+        // Build under a private name and rename, so concurrent test processes never
+        // run a half-written binary.
+        let tmp = dir.join(format!("static_bind.{}", std::process::id()));
+        let out = Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .stdin(Stdio::null())
+            .output()
+            .expect("gcc is needed for the static target");
+        assert!(
+            out.status.success(),
+            "gcc -static failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join("static_bind");
+        fs::rename(&tmp, &path).expect("rename static_bind");
+        path.to_str().expect("utf-8 path").to_string()
+    })
+}
+
+/// True when `path` is an ELF executable without a PT_INTERP program header,
+/// i.e. the kernel runs it without a dynamic loader.
+pub fn is_static_elf(path: &str) -> bool {
+    const PT_INTERP: u32 = 3;
+    let data = fs::read(path).expect("read ELF");
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+        return false; // not a little-endian ELF64 file
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        o + 4 <= data.len() && u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) != PT_INTERP
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+fn base_command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .current_dir(tmp_dir())
+        // A process group of its own, so the guard can kill everything it started.
+        .process_group(0)
+        // The test runner itself might be socket-activated; don't leak that.
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+    cmd
+}
+
+/// `force-bind <engine options> ARGS...` (ARGS holds force-bind's options and the program).
+pub fn force_bind(engine: Engine, args: &[&str]) -> Command {
+    let mut cmd = base_command(force_bind_bin());
+    cmd.args(engine.args()).args(args);
+    cmd
+}
+
+/// `force-bind ARGS...` without an engine option, for command-line tests.
+pub fn force_bind_plain(args: &[&str]) -> Command {
+    let mut cmd = base_command(force_bind_bin());
+    cmd.args(args);
+    cmd
+}
+
+/// `systemd-socket-activate -l LISTEN SA_ARGS... force-bind <engine> ARGS...`.
+///
+/// systemd-socket-activate waits for the first connection on LISTEN, then sets
+/// LISTEN_PID to its own PID and execs force-bind, so force-bind's PID is the PID
+/// of the returned command's child.
+pub fn socket_activate(
+    listen: SocketAddr,
+    sa_args: &[&str],
+    engine: Engine,
+    args: &[&str],
+) -> Command {
+    let mut cmd = base_command("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(listen.to_string())
+        .args(sa_args)
+        .arg(force_bind_bin())
+        .args(engine.args())
+        .args(args);
+    cmd
+}
+
+/// Any program with the harness's usual setup (process group, piped output, tmp cwd).
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let mut cmd = base_command(program);
+    cmd.args(args);
+    cmd
+}
+
+/// `python3 -c CODE ARGS...` as a force-bind target.
+pub fn python_args<'a>(code: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![python3(), "-c", code];
+    v.extend_from_slice(args);
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Running processes
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Output {
+    lines: Vec<String>,
+    stderr: String,
+    open_streams: usize,
+}
+
+type Shared = Arc<(Mutex<Output>, Condvar)>;
+
+/// A started process and everything it starts. Dropping it kills the whole tree
+/// (its process group and every descendant found in /proc) with SIGKILL and reaps
+/// the direct child.
+pub struct Proc {
+    child: Child,
+    desc: String,
+    stdin: Option<ChildStdin>,
+    shared: Shared,
+    status: Option<ExitStatus>,
+}
+
+/// A finished process: its status and everything it wrote.
+pub struct Finished {
+    pub desc: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin closed (/dev/null).
+    pub fn spawn(cmd: Command) -> Proc {
+        Self::start(cmd, false)
+    }
+
+    /// Starts `cmd` with a pipe on stdin; see `write_stdin` and `close_stdin`.
+    pub fn spawn_with_stdin(cmd: Command) -> Proc {
+        Self::start(cmd, true)
+    }
+
+    fn start(mut cmd: Command, piped_stdin: bool) -> Proc {
+        if piped_stdin {
+            cmd.stdin(Stdio::piped());
+        }
+        let desc = describe(&cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        let shared: Shared = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        shared.0.lock().unwrap().open_streams = 2;
+        let s = Arc::clone(&shared);
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                let (m, cv) = &*s;
+                m.lock()
+                    .unwrap()
+                    .lines
+                    .push(line.trim_end_matches('\n').to_string());
+                cv.notify_all();
+                line.clear();
+            }
+            let (m, cv) = &*s;
+            m.lock().unwrap().open_streams -= 1;
+            cv.notify_all();
+        });
+        let s = Arc::clone(&shared);
+        thread::spawn(move || {
+            let mut reader = stderr;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let (m, cv) = &*s;
+                m.lock()
+                    .unwrap()
+                    .stderr
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                cv.notify_all();
+            }
+            let (m, cv) = &*s;
+            m.lock().unwrap().open_streams -= 1;
+            cv.notify_all();
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            desc,
+            stdin,
+            shared,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn desc(&self) -> &str {
+        &self.desc
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.shared.0.lock().unwrap().lines.clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.shared.0.lock().unwrap().stderr.clone()
+    }
+
+    /// Waits until a stdout line satisfies `pred`; returns it, or None after `timeout`.
+    pub fn wait_line(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.shared;
+        let mut out = m.lock().unwrap();
+        loop {
+            if let Some(l) = out.lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || out.open_streams == 0 {
+                return None;
+            }
+            out = cv
+                .wait_timeout(out, left.min(Duration::from_millis(100)))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Waits until stderr contains `needle`, at most `timeout`.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.shared;
+        let mut out = m.lock().unwrap();
+        loop {
+            if out.stderr.contains(needle) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || out.open_streams == 0 {
+                return false;
+            }
+            out = cv
+                .wait_timeout(out, left.min(Duration::from_millis(100)))
+                .unwrap()
+                .0;
+        }
+    }
+
+    pub fn write_stdin(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("spawned with spawn_with_stdin");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("write to child's stdin");
+        stdin.flush().expect("flush child's stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends `sig` to the direct child (force-bind) only.
+    pub fn signal(&self, sig: i32) {
+        send_signal(self.pid(), sig);
+    }
+
+    /// Polls for exit for at most `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(st);
+                return self.status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Still running (not exited, not reaped)?
+    pub fn is_running(&mut self) -> bool {
+        self.wait_timeout(Duration::ZERO).is_none()
+    }
+
+    /// Waits for the process to exit by itself within `timeout`; panics (after killing
+    /// the tree) with its output if it doesn't.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        self.close_stdin();
+        if self.wait_timeout(timeout).is_none() {
+            self.kill_tree();
+            let _ = self.wait_timeout(WAIT);
+            let f = self.collect();
+            panic!("timed out after {timeout:?}:\n{f}");
+        }
+        self.collect()
+    }
+
+    /// Kills the whole tree and returns what it wrote.
+    pub fn kill(mut self) -> Finished {
+        self.kill_tree();
+        self.collect()
+    }
+
+    /// Every process started by this one (recursively), from /proc.
+    pub fn descendants(&self) -> Vec<i32> {
+        descendants(self.pid())
+    }
+
+    fn kill_tree(&mut self) {
+        let pid = self.pid();
+        let running = self.status.is_none();
+        let tree = if running {
+            descendants(pid)
+        } else {
+            Vec::new()
+        };
+        // SAFETY: kill(2) on the process group this harness created for its child
+        // (process_group(0) makes the group ID the child's PID); it also reaches
+        // grandchildren that outlived the child.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if running {
+            send_signal(pid, libc::SIGKILL);
+            for p in tree {
+                send_signal(p, libc::SIGKILL);
+            }
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// The command and what it wrote so far, for assertion messages.
+    pub fn context(&self) -> String {
+        let out = self.shared.0.lock().unwrap();
+        format!(
+            "command: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.desc,
+            out.lines.join("\n"),
+            out.stderr
+        )
+    }
+
+    fn collect(&mut self) -> Finished {
+        let status = match self.status {
+            Some(s) => s,
+            None => self.child.wait().expect("wait"),
+        };
+        self.status = Some(status);
+        // Output ends when every writer is gone; a stray holder of the pipes must not
+        // hang the test, so wait a bounded time only.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (m, cv) = &*self.shared;
+        let mut out = m.lock().unwrap();
+        while out.open_streams > 0 && Instant::now() < deadline {
+            out = cv.wait_timeout(out, Duration::from_millis(50)).unwrap().0;
+        }
+        let mut stdout = out.lines.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
+        }
+        Finished {
+            desc: self.desc.clone(),
+            status,
+            stdout,
+            stderr: out.stderr.clone(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin = None;
+        self.kill_tree();
+    }
+}
+
+/// Runs `cmd` to completion (at most 20 s) and returns its status and output.
+pub fn run(cmd: Command) -> Finished {
+    Proc::spawn(cmd).finish(Duration::from_secs(20))
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+
+    /// The probe's report, parsed.
+    pub fn probe(&self) -> Vec<Probe> {
+        parse_probe(&self.stdout)
+    }
+
+    /// The addresses the probe reported as bound, in order.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        bound_addrs(&self.stdout)
+    }
+
+    /// Asserts a zero exit status.
+    pub fn assert_success(&self) -> &Self {
+        assert_eq!(self.code(), Some(0), "expected exit 0:\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.desc)?;
+        writeln!(f, "status: {:?}", self.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout)?;
+        write!(f, "--- stderr ---\n{}", self.stderr)
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        let a = a.to_string_lossy();
+        if a.contains(' ') || a.is_empty() {
+            s.push_str(&format!("'{a}'"));
+        } else {
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+pub fn send_signal(pid: i32, sig: i32) {
+    assert!(pid > 0, "refusing to signal pid {pid}");
+    // SAFETY: kill(2) with a positive PID of a process this harness started.
+    unsafe { libc::kill(pid, sig) };
+}
+
+// ---------------------------------------------------------------------------
+// /proc/<pid>
+// ---------------------------------------------------------------------------
+
+/// (state, ppid) from /proc/PID/stat; None once the process is gone.
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so split
+    // after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The process state letter (R, S, D, T, t, Z, ...), None once the process is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    proc_stat(pid).map(|(s, _)| s)
+}
+
+/// Direct children of `pid`. Uses /proc/PID/task/TID/children when the kernel has it
+/// (CONFIG_PROC_CHILDREN), else scans every /proc/N/stat for the parent PID.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        let mut found = None;
+        for task in tasks.flatten() {
+            if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+                let v: &mut Vec<i32> = found.get_or_insert_with(Vec::new);
+                v.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+        if let Some(v) = found {
+            return v;
+        }
+    }
+    parents()
+        .into_iter()
+        .filter(|&(_, pp)| pp == pid)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn parents() -> Vec<(i32, i32)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| Some((p, proc_stat(p)?.1)))
+        .collect()
+}
+
+/// Every descendant of `root`, from one scan of /proc.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut by_parent: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (p, pp) in parents() {
+        by_parent.entry(pp).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    let mut seen = HashSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p) || seen.len() > 10_000 {
+            continue;
+        }
+        for &c in by_parent.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until `pid` has exactly one child and returns it.
+pub fn wait_for_child(pid: i32, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let [c] = children_of(pid)[..] {
+            return Some(c);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(STEP);
+    }
+}
+
+/// Waits (bounded) until `pred` holds.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(STEP);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------
+
+/// Ports come from below the kernel's ephemeral range (ip_local_port_range starts at
+/// 32768 by default), so no connect() or bind(:0) elsewhere can take one between the
+/// check and the test's use. Each test process starts at its own PID-derived offset.
+const PORT_LOW: u16 = 20000;
+const PORT_HIGH: u16 = 32000;
+
+/// A loopback TCP+UDP port nobody uses, unique within this test process.
+pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports.
+pub fn free_ports(n: u16) -> u16 {
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    assert!((1..100).contains(&n));
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let start = next.get_or_insert_with(|| PORT_LOW + (std::process::id() % 997) as u16 * 11);
+    for _ in 0..2000 {
+        if *start + n >= PORT_HIGH {
+            *start = PORT_LOW;
+        }
+        let first = *start;
+        *start += n;
+        if (first..first + n).all(port_is_free) {
+            return first;
+        }
+    }
+    panic!("no {n} free consecutive ports in {PORT_LOW}..{PORT_HIGH}");
+}
+
+fn port_is_free(port: u16) -> bool {
+    let used = [Proto::Tcp, Proto::Udp]
+        .into_iter()
+        .flat_map(sockets)
+        .any(|s| s.addr.port() == port);
+    !used
+        && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// /proc/net
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// TCP_LISTEN in include/net/tcp_states.h.
+pub const TCP_LISTEN: u8 = 0x0A;
+/// TCP_CLOSE: the state of a bound, unconnected UDP socket.
+pub const TCP_CLOSE: u8 = 0x07;
+
+/// One row of /proc/net/{tcp,tcp6,udp,udp6}.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetSocket {
+    pub addr: SocketAddr,
+    pub state: u8,
+    pub inode: u64,
+}
+
+/// Decodes the kernel's `ADDR:PORT` hex pair. The address is printed as the in-memory
+/// 32-bit words of `struct in_addr` / `struct in6_addr` (one or four of them), each with
+/// `%08X` — so each word is in host byte order — and the port as `%04X` of the
+/// host-order port (net/ipv4/tcp_ipv4.c get_tcp4_sock, net/ipv6/tcp_ipv6.c).
+pub fn decode_proc_addr(field: &str) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    match addr.len() {
+        8 => Some(SocketAddr::new(Ipv4Addr::from(word(0)?).into(), port)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Some(SocketAddr::new(Ipv6Addr::from(bytes).into(), port))
+        }
+        _ => None,
+    }
+}
+
+/// Parses the text of one /proc/net/{tcp,udp}{,6} file.
+pub fn parse_proc_net(text: &str) -> Vec<NetSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(NetSocket {
+                addr: decode_proc_addr(f.get(1)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every socket of `proto` in this network namespace, IPv4 and IPv6 files together.
+pub fn sockets(proto: Proto) -> Vec<NetSocket> {
+    let files: [&str; 2] = match proto {
+        Proto::Tcp => ["/proc/net/tcp", "/proc/net/tcp6"],
+        Proto::Udp => ["/proc/net/udp", "/proc/net/udp6"],
+    };
+    files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .flat_map(|t| parse_proc_net(&t))
+        .collect()
+}
+
+/// Listening sockets: TCP in LISTEN, or UDP bound and unconnected.
+pub fn listening(proto: Proto) -> Vec<NetSocket> {
+    let state = match proto {
+        Proto::Tcp => TCP_LISTEN,
+        Proto::Udp => TCP_CLOSE,
+    };
+    sockets(proto)
+        .into_iter()
+        .filter(|s| s.state == state)
+        .collect()
+}
+
+/// Addresses of TCP listeners on `port`, any address.
+pub fn tcp_listeners_on(port: u16) -> Vec<SocketAddr> {
+    listening(Proto::Tcp)
+        .into_iter()
+        .map(|s| s.addr)
+        .filter(|a| a.port() == port)
+        .collect()
+}
+
+/// Is there a TCP listener at exactly `addr`?
+pub fn is_listening(addr: SocketAddr) -> bool {
+    listening(Proto::Tcp).iter().any(|s| s.addr == addr)
+}
+
+/// Polls /proc/net/tcp{,6} (every 20 ms) until `addr` is in LISTEN, at most `timeout`.
+pub fn wait_for_listen(addr: SocketAddr, timeout: Duration) -> bool {
+    wait_until(timeout, || is_listening(addr))
+}
+
+pub fn v4(a: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(a.parse::<Ipv4Addr>().expect("IPv4 literal").into(), port)
+}
+
+pub fn v6(a: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(a.parse::<Ipv6Addr>().expect("IPv6 literal").into(), port)
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+/// One `GET / HTTP/1.0` over a fresh TcpStream; returns the status code.
+pub fn http_get(addr: SocketAddr, timeout: Duration) -> io::Result<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut response = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        _ => Err(io::Error::other(format!(
+            "not an HTTP response: {status_line:?}"
+        ))),
+    }
+}
+
+/// Retries `http_get` until it returns a status or `timeout` passes (the server may
+/// still be starting). Returns the status or the last error.
+pub fn http_get_retry(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match http_get(addr, left.max(Duration::from_millis(100))) {
+            Ok(code) => return Ok(code),
+            Err(e) if Instant::now() >= deadline => return Err(format!("GET {addr}: {e}")),
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// bindprobe's report
+// ---------------------------------------------------------------------------
+
+/// One line of bindprobe (or static_bind) output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Bound(SocketAddr),
+    BoundUnix(String),
+    Error(i32),
+    Ready,
+    Other(String),
+}
+
+pub fn parse_probe(stdout: &str) -> Vec<Probe> {
+    stdout
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["bound", "unix", path, ..] => Probe::BoundUnix(path.to_string()),
+                ["bound", _, addr, ..] => match addr.parse() {
+                    Ok(a) => Probe::Bound(a),
+                    Err(_) => Probe::Other(line.to_string()),
+                },
+                ["error", errno, ..] => match errno.parse() {
+                    Ok(e) => Probe::Error(e),
+                    Err(_) => Probe::Other(line.to_string()),
+                },
+                ["ready"] => Probe::Ready,
+                _ => Probe::Other(line.to_string()),
+            }
+        })
+        .collect()
+}
+
+pub fn bound_addrs(stdout: &str) -> Vec<SocketAddr> {
+    parse_probe(stdout)
+        .into_iter()
+        .filter_map(|p| match p {
+            Probe::Bound(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one address a probe run reported; panics with the run's output otherwise.
+pub fn single_bound(f: &Finished) -> SocketAddr {
+    match f.probe().as_slice() {
+        [Probe::Bound(a)] => *a,
+        _ => panic!("expected exactly one `bound` line:\n{f}"),
+    }
+}
+
+/// The accept-queue limit (listen backlog) of the TCP listener at `addr`, from
+/// `ss -Hltn` (its Send-Q column for listening sockets); None if absent.
+pub fn listen_backlog(addr: SocketAddr) -> Option<u32> {
+    let out = Command::new("ss")
+        .args(["-Hltn"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_state, _recv_q, send_q, local, ..]
+                if local.parse::<SocketAddr>().ok() == Some(addr) =>
+            {
+                send_q.parse().ok()
+            }
+            _ => None,
+        }
+    })
+}

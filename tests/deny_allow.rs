@@ -1,0 +1,74 @@
+//! tests/deny_allow.rs: `-d`, `deny` and `allow`, and what they must leave alone.
+
+mod common;
+
+use common::*;
+
+fn probe(engine: Engine, rules: &[&str], probe_args: &[&str]) -> Finished {
+    let mut args = rules.to_vec();
+    args.push(bindprobe());
+    args.extend_from_slice(probe_args);
+    run(force_bind(engine, &args))
+}
+
+engine_tests! {
+    fn netcat_listen_is_denied(engine: Engine) {
+        let p = free_port();
+        let f = run(force_bind(engine, &["-d", "nc", "-l", "127.0.0.1", &p.to_string()]));
+        assert_ne!(f.code(), Some(0), "{f}");
+        assert_eq!(f.signal(), None, "{f}");
+        assert!(f.stderr.contains("Operation not permitted"), "{f}");
+        assert!(f.stderr.lines().filter(|l| l.contains("Operation not permitted")).count() >= 1);
+        let on_port: Vec<_> = sockets(Proto::Tcp).into_iter().filter(|s| s.addr.port() == p).collect();
+        assert_eq!(on_port, vec![], "{f}");
+    }
+
+    fn deny_all_but_allowed_port(engine: Engine) {
+        let (p, q) = (free_port(), free_port());
+        let allow = format!(":{p}=allow");
+        let f = probe(engine, &["-d", "-m", &allow], &["--port", &format!("{p},{q}")]);
+        assert_eq!(
+            f.probe(),
+            vec![Probe::Bound(v4("127.0.0.1", p)), Probe::Error(libc::EPERM)],
+            "{f}"
+        );
+        // The probe exits 1 when a bind failed; force-bind passes that on.
+        assert_eq!(f.code(), Some(1), "{f}");
+    }
+
+    fn deny_rule_for_one_port(engine: Engine) {
+        let (p, q) = (free_port(), free_port());
+        let f = probe(engine, &["-m", &format!(":{p}=deny")], &["--port", &format!("{p},{q}")]);
+        assert_eq!(
+            f.probe(),
+            vec![Probe::Error(libc::EPERM), Probe::Bound(v4("127.0.0.1", q))],
+            "{f}"
+        );
+    }
+
+    fn deny_covers_ipv6_udp_and_port_zero(engine: Engine) {
+        let f = probe(engine, &["-d"], &["--family", "6", "--addr", "::1", "--port", "0"]);
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+        let f = probe(engine, &["-d"], &["--udp", "--port", "0"]);
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+        let f = probe(engine, &["-d"], &["--port", "0", "--threads", "4"]);
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM); 4], "{f}");
+    }
+
+    fn unix_socket_bind_is_never_touched(engine: Engine) {
+        let path = tmp_path("unix.sock");
+        let path_s = path.to_str().unwrap();
+        let f = probe(engine, &["-d"], &["--unix", path_s]);
+        let exists = path.exists();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(f.probe(), vec![Probe::BoundUnix(path_s.to_string())], "{f}");
+        assert!(exists, "the socket file was created");
+        f.assert_success();
+
+        let path = tmp_path("unix.sock");
+        let path_s = path.to_str().unwrap();
+        let f = probe(engine, &["-b", "127.0.0.2:1"], &["--unix", path_s]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(f.probe(), vec![Probe::BoundUnix(path_s.to_string())], "{f}");
+    }
+}
