@@ -84,3 +84,24 @@ pub fn forward_signals_to(pid: nix::unistd::Pid) -> nix::Result<()> {
     }
     Ok(())
 }
+
+impl Status {
+    /// From a waitpid(2) status; None for a stop or continue report.
+    pub fn from_wait(status: i32) -> Option<Status> {
+        if libc::WIFEXITED(status) {
+            Some(Status::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(Status::from_signal(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+
+    /// Death by signal `signo`; a real-time signal nix cannot name is passed on as
+    /// the shell's 128+N.
+    pub fn from_signal(signo: i32) -> Status {
+        Signal::try_from(signo)
+            .map(Status::Signaled)
+            .unwrap_or(Status::Exited(128 + signo))
+    }
+}

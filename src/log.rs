@@ -1,7 +1,12 @@
 // log.rs: what force-bind tells the user on stderr, and how much. One global level,
 // set once from -q/-v/-D before any engine runs.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::errno::Errno;
+
+use crate::rule::{Decision, Note, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -54,3 +59,32 @@ macro_rules! debug {
 }
 
 pub(crate) use {debug, verbose, warning as warn};
+
+/// The -v text for one bind decision, the same in both engines.
+pub fn describe_bind(fd: i32, addr: &SocketAddr, verdict: &Verdict) -> String {
+    let by = verdict
+        .rule
+        .map(|r| format!(" by '{}'", r.text))
+        .unwrap_or_default();
+    let what = match verdict.decision {
+        Decision::Allow if verdict.rule.is_some() => format!("allowed{by}"),
+        Decision::Allow => "no rule matched, allowed".to_string(),
+        Decision::Rewrite(to) => format!("rewritten to {to}{by}"),
+        Decision::ReplaceWithFd(n) => format!("replaced by inherited fd {n}{by}"),
+        Decision::Deny(e) => format!("denied ({e}){by}"),
+    };
+    let note = match &verdict.note {
+        Some(Note::NotPassed(fd_ref)) => format!(" ({fd_ref} not passed: binding normally)"),
+        None => String::new(),
+    };
+    format!("bind fd {fd} to {addr}: {what}{note}")
+}
+
+/// "ok", or the errno a syscall's result carries.
+pub fn outcome(result: i64) -> String {
+    if result < 0 {
+        format!("failed: {}", Errno::from_raw(-result as i32))
+    } else {
+        "ok".to_string()
+    }
+}

@@ -9,9 +9,12 @@ mod arch;
 
 mod activation;
 mod cli;
+mod engine;
 mod exit;
 mod filter;
 mod log;
+mod memory;
+mod notify;
 mod ptrace;
 mod rule;
 mod sockaddr;
@@ -20,8 +23,8 @@ mod target;
 
 use std::process::ExitCode;
 
-use cli::{CliError, EngineChoice};
-use log::{verbose, warn};
+use cli::CliError;
+use log::warn;
 
 const VERSION: &str = env!("FORCE_BIND_VERSION");
 
@@ -40,10 +43,7 @@ fn main() -> ExitCode {
     log::set_level(options.level);
     if options.version {
         println!("force-bind {VERSION}");
-        println!(
-            "engines: ptrace ({}, seccomp RET_TRACE: any kernel with seccomp filters)",
-            <arch::Native as arch::Arch>::NAME
-        );
+        println!("{}", engine::describe());
         return ExitCode::SUCCESS;
     }
     if let Some(nsecs) = &options.ignored_timeout {
@@ -62,17 +62,9 @@ fn main() -> ExitCode {
         Err(e) => return fail_spawn(&e),
     };
 
-    let result = match options.engine {
-        EngineChoice::Ptrace | EngineChoice::Auto => {
-            if options.engine == EngineChoice::Auto {
-                verbose!("engine: ptrace (the notify engine is not built yet)");
-            }
-            ptrace::run(&policy, &mut program)
-        }
-        EngineChoice::Notify => Err(anyhow::anyhow!(
-            "the notify engine is not available in this build; use -p"
-        )),
-    };
+    // The policy lives as long as the process; the notify engine's threads share it.
+    let policy: &'static rule::Policy = Box::leak(Box::new(policy));
+    let result = engine::run(options.engine, policy, &mut program);
     match result {
         Ok(status) => exit::leave(status),
         Err(e) => match e.downcast_ref::<spawn::SpawnError>() {

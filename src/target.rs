@@ -2,7 +2,7 @@
 // and pidfd_getfd(2). Shared by both engines; every lookup is one small syscall or
 // file read and fails softly (None) when the target is gone or the kernel is old.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -84,19 +84,8 @@ pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> Result<OwnedFd, Errno> {
 
 /// Whether an AF_INET6 socket also takes IPv4 (IPV6_V6ONLY off).
 pub fn sock_dual_stack(sock: &OwnedFd) -> Result<bool, Errno> {
-    let mut v6only: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the int.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&mut v6only as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    Errno::result(rc).map(|_| v6only == 0)
+    use std::os::fd::AsFd;
+    sockopt_int(sock.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).map(|v6only| v6only == 0)
 }
 
 /// The system default for new AF_INET6 sockets (net.ipv6.bindv6only), the best
@@ -127,3 +116,87 @@ mod tests {
         assert_eq!(parse_fdinfo_cloexec("pos:\t0\n"), None);
     }
 }
+
+fn sockopt_int(
+    sock: BorrowedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> Result<libc::c_int, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the int.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(rc).map(|_| value)
+}
+
+/// SO_DOMAIN and SO_TYPE of a socket (ENOTSOCK for anything else).
+pub fn sock_domain_type(sock: BorrowedFd) -> Result<(i32, i32), Errno> {
+    Ok((
+        sockopt_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+        sockopt_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)?,
+    ))
+}
+
+/// bind(2) on our copy of the target's socket, with exactly these sockaddr bytes.
+pub fn bind_bytes(sock: &OwnedFd, bytes: &[u8]) -> Result<(), Errno> {
+    // SAFETY: bind reads `bytes.len()` bytes from the slice.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// getsockname(2): the address the kernel bound.
+pub fn local_addr(sock: &OwnedFd) -> Result<std::net::SocketAddr, Errno> {
+    let mut buf = [0u8; crate::sockaddr::SOCKADDR_MAX_LEN];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into the buffer.
+    let rc = unsafe { libc::getsockname(sock.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    Errno::result(rc)?;
+    match crate::sockaddr::decode(&buf[..len as usize]) {
+        crate::sockaddr::Decoded::Inet(addr) => Ok(addr),
+        _ => Err(Errno::EAFNOSUPPORT),
+    }
+}
+
+/// CAP_NET_BIND_SERVICE in the effective set of `pid` (from /proc/PID/status).
+pub fn can_bind_privileged(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+}
+
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    u64::from_str_radix(
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))?
+            .trim(),
+        16,
+    )
+    .ok()
+}
+
+/// net.ipv4.ip_unprivileged_port_start (4.11+); 1024 before it existed.
+pub fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// <linux/capability.h>
+const CAP_NET_BIND_SERVICE: u32 = 10;

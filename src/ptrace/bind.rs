@@ -5,12 +5,12 @@
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-use super::memory;
 use super::stop::Restart;
 use super::tracer::{Fixup, Tracer};
 use crate::arch::{Arch, Native, Reg};
 use crate::log::{self, Level, verbose, warn};
-use crate::rule::{BindRequest, Decision, Note, Verdict};
+use crate::memory;
+use crate::rule::{BindRequest, Decision};
 use crate::sockaddr::{self, Decoded, SOCKADDR_MAX_LEN};
 use crate::target;
 
@@ -34,31 +34,8 @@ impl Report {
     }
 
     pub fn print(&self, _pid: Pid, result: i64) {
-        if result < 0 {
-            verbose!("{}: failed: {}", self.line, Errno::from_raw(-result as i32));
-        } else {
-            verbose!("{}: ok", self.line);
-        }
+        verbose!("{}: {}", self.line, log::outcome(result));
     }
-}
-
-fn describe(fd: i32, addr: &std::net::SocketAddr, verdict: &Verdict) -> String {
-    let by = verdict
-        .rule
-        .map(|r| format!(" by '{}'", r.text))
-        .unwrap_or_default();
-    let what = match verdict.decision {
-        Decision::Allow if verdict.rule.is_some() => format!("allowed{by}"),
-        Decision::Allow => "no rule matched, allowed".to_string(),
-        Decision::Rewrite(to) => format!("rewritten to {to}{by}"),
-        Decision::ReplaceWithFd(n) => format!("replaced by inherited fd {n}{by}"),
-        Decision::Deny(e) => format!("denied ({e}){by}"),
-    };
-    let note = match &verdict.note {
-        Some(Note::NotPassed(fd_ref)) => format!(" ({fd_ref} not passed: binding normally)"),
-        None => String::new(),
-    };
-    format!("bind fd {fd} to {addr}: {what}{note}")
 }
 
 impl Tracer<'_> {
@@ -86,8 +63,8 @@ impl Tracer<'_> {
         let dual_stack = self.policy.needs_dual_stack(&addr) && dual_stack(pid, fd);
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
-        let mut report =
-            log::enabled(Level::Verbose).then(|| Report::new(pid, describe(fd, &addr, &verdict)));
+        let mut report = log::enabled(Level::Verbose)
+            .then(|| Report::new(pid, log::describe_bind(fd, &addr, &verdict)));
         match verdict.decision {
             Decision::Allow => Ok(match report {
                 Some(report) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report)),

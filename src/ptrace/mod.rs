@@ -5,7 +5,6 @@
 // has yet to read, which the notify engine is not.
 
 mod bind;
-mod memory;
 mod probe;
 mod stop;
 mod tracer;

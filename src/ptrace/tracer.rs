@@ -117,11 +117,7 @@ impl<'p> Tracer<'p> {
                 Ok(())
             }
             Stop::Killed { pid, signal } => {
-                let signal = nix::sys::signal::Signal::try_from(signal).map(Status::Signaled);
-                self.gone(
-                    pid,
-                    signal.unwrap_or(Status::Exited(128 + signal_number(stop))),
-                );
+                self.gone(pid, Status::from_signal(signal));
                 Ok(())
             }
             Stop::Seccomp { pid } => {
@@ -251,12 +247,5 @@ impl<'p> Tracer<'p> {
             return Err(e);
         }
         Ok(self.expect_exit(pid, original, fixup, report))
-    }
-}
-
-fn signal_number(stop: Stop) -> i32 {
-    match stop {
-        Stop::Killed { signal, .. } => signal,
-        _ => 0,
     }
 }

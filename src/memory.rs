@@ -1,4 +1,4 @@
-// ptrace/memory.rs: reading and writing a stopped tracee's memory with
+// memory.rs: reading and writing a target thread's memory with
 // process_vm_readv/writev (one syscall each, no word-at-a-time PEEK/POKE).
 
 use std::io::{IoSlice, IoSliceMut};

@@ -1,0 +1,153 @@
+// notify/listener.rs: the seccomp user-notification listener fd and its ioctls
+// (seccomp_unotify(2)): receive a notification, check it is still live, answer it,
+// and install a descriptor in the target.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// One trapped syscall, as the kernel describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification {
+    pub id: u64,
+    /// The calling thread's id (in our PID namespace).
+    pub pid: i32,
+    pub nr: i32,
+    pub args: [u64; 6],
+}
+
+/// The answer to a notification. `Continue` lets the kernel run the syscall as the
+/// target asked, re-reading its memory: only `unsafe` code may build it (see
+/// `let_kernel_continue`), so every use states why no check is being bypassed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// The syscall returns this value (0 for bind and listen).
+    Return(i64),
+    Continue(ContinueToken),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContinueToken(());
+
+/// SECCOMP_USER_NOTIF_FLAG_CONTINUE.
+///
+/// # Safety
+/// The kernel will run the syscall with arguments and memory as they are when it
+/// resumes, not as they were checked: call only where nothing the policy decides
+/// depends on them.
+pub unsafe fn let_kernel_continue() -> Response {
+    Response::Continue(ContinueToken(()))
+}
+
+pub struct Listener {
+    fd: OwnedFd,
+    /// The kernel's sizeof(struct seccomp_notif), which may exceed ours.
+    notif_size: usize,
+}
+
+impl Listener {
+    pub fn new(fd: OwnedFd) -> Result<Self, Errno> {
+        // SAFETY: seccomp_notif_sizes is plain data; all-zero is valid.
+        let mut sizes: libc::seccomp_notif_sizes = unsafe { std::mem::zeroed() };
+        // SAFETY: GET_NOTIF_SIZES writes one seccomp_notif_sizes.
+        Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_GET_NOTIF_SIZES,
+                0,
+                &mut sizes,
+            )
+        })?;
+        let notif_size =
+            (sizes.seccomp_notif as usize).max(std::mem::size_of::<libc::seccomp_notif>());
+        Ok(Listener { fd, notif_size })
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Blocks until a notification arrives. ENOENT: the target died before we got
+    /// it; EINTR: a signal. Both are normal.
+    pub fn recv(&self) -> Result<Notification, Errno> {
+        // Room for the kernel's struct, 8-aligned, zeroed as the kernel requires.
+        let mut buf = [0u64; 32];
+        let words = self.notif_size.div_ceil(8).min(buf.len());
+        let buf = &mut buf[..words];
+        // SAFETY: the buffer is at least as large as the kernel's seccomp_notif.
+        Errno::result(unsafe {
+            libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_RECV, buf.as_mut_ptr())
+        })?;
+        // SAFETY: the kernel filled a seccomp_notif at the start of the buffer, and
+        // the buffer is aligned and large enough for ours.
+        let n: libc::seccomp_notif = unsafe { std::ptr::read(buf.as_ptr().cast()) };
+        Ok(Notification {
+            id: n.id,
+            pid: n.pid as i32,
+            nr: n.data.nr,
+            args: n.data.args,
+        })
+    }
+
+    /// Whether notification `id` is still pending: the thread has not died or been
+    /// interrupted, so its pid still names the same thread.
+    pub fn id_valid(&self, id: u64) -> Result<(), Errno> {
+        // SAFETY: ID_VALID reads one u64.
+        Errno::result(unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) })
+            .map(drop)
+    }
+
+    /// Answers notification `id`. ENOENT means the target no longer waits (it was
+    /// interrupted or died): normal.
+    pub fn respond(&self, id: u64, answer: Result<Response, Errno>) -> Result<(), Errno> {
+        let (val, error, flags) = match answer {
+            Ok(Response::Return(v)) => (v, 0, 0),
+            Ok(Response::Continue(_)) => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+            Err(e) => (0, -(e as i32), 0),
+        };
+        let resp = libc::seccomp_notif_resp {
+            id,
+            val,
+            error,
+            flags,
+        };
+        // SAFETY: SEND reads one seccomp_notif_resp.
+        Errno::result(unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) })
+            .map(drop)
+    }
+
+    /// Installs our descriptor `src` in the target at number `target_fd`, replacing
+    /// what was there (SECCOMP_ADDFD_FLAG_SETFD), without answering the notification.
+    pub fn add_fd(
+        &self,
+        id: u64,
+        src: RawFd,
+        target_fd: RawFd,
+        cloexec: bool,
+    ) -> Result<RawFd, Errno> {
+        let addfd = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+            srcfd: src as u32,
+            newfd: target_fd as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: ADDFD reads one seccomp_notif_addfd.
+        Errno::result(unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) })
+    }
+
+    /// Whether this kernel has SECCOMP_IOCTL_NOTIF_ADDFD (5.9): for a notification
+    /// that does not exist it answers ENOENT; a kernel without it, EINVAL.
+    pub fn has_add_fd(&self) -> bool {
+        let addfd = libc::seccomp_notif_addfd {
+            id: u64::MAX,
+            flags: 0,
+            srcfd: self.raw() as u32,
+            newfd: 0,
+            newfd_flags: 0,
+        };
+        // SAFETY: ADDFD reads one seccomp_notif_addfd.
+        let rc = unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) };
+        Errno::result(rc).err() == Some(Errno::ENOENT)
+    }
+}

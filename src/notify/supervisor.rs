@@ -1,0 +1,110 @@
+// notify/supervisor.rs: the threads that answer notifications. Each worker blocks in
+// NOTIF_RECV; when every worker is busy another is started (up to a bound), so one
+// slow request (a target whose memory is slow to read) never holds up the others.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::errno::Errno;
+
+use super::listener::{Listener, Notification, Response};
+use crate::arch::{Arch, Native};
+use crate::log::debug;
+use crate::rule::Policy;
+
+/// More concurrent binds than this wait for a free worker.
+const MAX_WORKERS: usize = 64;
+
+pub struct Supervisor<'p> {
+    pub policy: &'p Policy,
+    pub listener: Listener,
+    pub unprivileged_port_start: u16,
+    /// Inodes of the inherited sockets, to recognise them in a target (-L).
+    pub inherited_inodes: Vec<(RawFd, u64)>,
+    workers: AtomicUsize,
+    busy: AtomicUsize,
+}
+
+impl Supervisor<'static> {
+    pub fn new(policy: &'static Policy, listener: Listener) -> Self {
+        let inherited_inodes = policy
+            .inherited
+            .sockets
+            .iter()
+            .filter_map(|fd| crate::target::own_socket_inode(*fd).map(|ino| (*fd, ino)))
+            .collect();
+        Supervisor {
+            policy,
+            listener,
+            unprivileged_port_start: crate::target::unprivileged_port_start(),
+            inherited_inodes,
+            workers: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts the first worker; more follow on demand.
+    pub fn start(self: Arc<Self>) -> std::io::Result<()> {
+        self.workers.fetch_add(1, Ordering::SeqCst);
+        std::thread::Builder::new()
+            .name("force-bind-worker".into())
+            .spawn(move || self.work())
+            .map(drop)
+    }
+
+    fn work(self: Arc<Self>) {
+        loop {
+            let n = match self.listener.recv() {
+                Ok(n) => n,
+                // The target died before we got it, or a signal: both normal.
+                Err(Errno::ENOENT | Errno::EINTR) => continue,
+                Err(e) => {
+                    debug!("NOTIF_RECV: {e}; worker stops");
+                    return;
+                }
+            };
+            let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+            let total = self.workers.load(Ordering::SeqCst);
+            if busy >= total
+                && total < MAX_WORKERS
+                && self
+                    .workers
+                    .compare_exchange(total, total + 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let next = Arc::clone(&self);
+                if let Err(e) = std::thread::Builder::new()
+                    .name("force-bind-worker".into())
+                    .spawn(move || next.work())
+                {
+                    self.workers.fetch_sub(1, Ordering::SeqCst);
+                    debug!("cannot start another worker: {e}");
+                }
+            }
+            let answer = self.handle(&n);
+            debug!(
+                "notification {:#x} pid {} nr {}: {answer:?}",
+                n.id, n.pid, n.nr
+            );
+            match self.listener.respond(n.id, answer) {
+                // The target was interrupted or died while we worked: normal.
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => debug!("NOTIF_SEND {:#x}: {e}", n.id),
+            }
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Supervisor<'_> {
+    fn handle(&self, n: &Notification) -> Result<Response, Errno> {
+        let sys = <Native as Arch>::SYSCALLS;
+        match n.nr as u32 {
+            nr if nr == sys.bind => self.on_bind(n),
+            nr if nr == sys.listen => self.on_listen(n),
+            // The filter traps nothing else; refuse rather than guess.
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+}
