@@ -19,7 +19,8 @@
 //!   --port N[,N...]     port(s) to bind, one socket each (default 0)
 //!   --udp               SOCK_DGRAM instead of SOCK_STREAM
 //!   --v6only 0|1        set IPV6_V6ONLY before bind (family 6 only)
-//!   --threads N         N threads, each creating and binding its own sockets (default 1)
+//!   --threads N         N threads, each creating and binding its own sockets; 0 (the
+//!                       default) binds from the main thread
 //!   --forks N           fork N children first; each child does the same binds (default 0)
 //!   --repeat N          each thread repeats its binds N times (default 1)
 //!   --close-reuse       close every socket right after reporting it, so the next
@@ -74,7 +75,7 @@ fn parse_options() -> Options {
         ports: vec![0],
         udp: false,
         v6only: None,
-        threads: 1,
+        threads: 0,
         forks: 0,
         repeat: 1,
         close_reuse: false,
@@ -121,8 +122,8 @@ fn parse_options() -> Options {
             _ => usage(&format!("unknown argument {arg}")),
         }
     }
-    if o.threads == 0 || o.threads > MAX_WORKERS || o.forks > MAX_WORKERS {
-        usage("--threads must be 1..=64 and --forks 0..=64");
+    if o.threads > MAX_WORKERS || o.forks > MAX_WORKERS {
+        usage("--threads and --forks must be 0..=64");
     }
     if o.repeat == 0 || o.repeat > MAX_REPEAT || o.ports.len() > MAX_WORKERS {
         usage("--repeat must be 1..=64, at most 64 ports");
@@ -341,13 +342,33 @@ fn bind_unix(path: &str) -> Option<OwnedFd> {
     Some(fd)
 }
 
-/// All the binds of one process: `threads` threads started together, each binding
-/// every port `repeat` times. Returns the sockets to hold and whether all succeeded.
+/// The binds of one thread: every port, `repeat` times. Returns the sockets to keep
+/// and whether every bind succeeded.
+fn bind_ports(o: &Options) -> (Vec<OwnedFd>, bool) {
+    let mut kept = Vec::new();
+    let mut ok = true;
+    for _ in 0..o.repeat {
+        for &port in &o.ports {
+            match bind_one(o, port) {
+                Some(fd) if !o.close_reuse => kept.push(fd),
+                Some(fd) => drop(fd),
+                None => ok = false,
+            }
+        }
+    }
+    (kept, ok)
+}
+
+/// All the binds of one process: from the main thread, or from `threads` threads
+/// started together. Returns the sockets to hold and whether all succeeded.
 fn bind_all(o: &Options) -> (Vec<OwnedFd>, bool) {
     if let Some(path) = &o.unix {
         let fd = bind_unix(path);
         let ok = fd.is_some();
         return (fd.into_iter().collect(), ok);
+    }
+    if o.threads == 0 {
+        return bind_ports(o);
     }
     // The barrier makes the threads' binds race each other, which is what the
     // supervisor must cope with.
@@ -357,18 +378,7 @@ fn bind_all(o: &Options) -> (Vec<OwnedFd>, bool) {
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    let mut kept = Vec::new();
-                    let mut ok = true;
-                    for _ in 0..o.repeat {
-                        for &port in &o.ports {
-                            match bind_one(o, port) {
-                                Some(fd) if !o.close_reuse => kept.push(fd),
-                                Some(fd) => drop(fd),
-                                None => ok = false,
-                            }
-                        }
-                    }
-                    (kept, ok)
+                    bind_ports(o)
                 })
             })
             .collect();
@@ -504,7 +514,7 @@ fn main() {
     // Reap every child; each one exits on its own after at most `hold_limit`.
     for pid in children {
         let mut status = 0;
-        loop {
+        for _ in 0..100 {
             // SAFETY: waiting for our own child with a valid status pointer.
             let r = unsafe { libc::waitpid(pid, &mut status, 0) };
             if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

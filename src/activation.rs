@@ -119,7 +119,13 @@ mod tests {
 
     #[test]
     fn listen_env_table() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, (u32, Vec<&str>))] = &[
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            (u32, Vec<&'a str>),
+        );
+        let cases: &[Case] = &[
             (
                 Some("42"),
                 Some("2"),

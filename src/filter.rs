@@ -225,6 +225,20 @@ pub fn build<A: Arch>(traps: Traps) -> Vec<sock_filter> {
     a.finish()
 }
 
+/// A program that RET_TRACEs syscall `nr` of the native ABI and allows everything
+/// else: for probing how the kernel orders seccomp and syscall stops.
+pub fn trace_only<A: Arch>(nr: u32) -> Vec<sock_filter> {
+    let mut a = Asm::new();
+    a.ld(DATA_ARCH);
+    a.jump(JEQ_K, A::NATIVE.audit_arch, "", "allow");
+    a.ld(DATA_NR);
+    a.jump(JEQ_K, nr, "", "allow");
+    a.ret(SeccompAction::Trace(0).into());
+    a.label("allow");
+    a.ret(ret_allow());
+    a.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,18 +367,4 @@ mod tests {
         ];
         assert_eq!(got, want);
     }
-}
-
-/// A program that RET_TRACEs syscall `nr` of the native ABI and allows everything
-/// else: for probing how the kernel orders seccomp and syscall stops.
-pub fn trace_only<A: Arch>(nr: u32) -> Vec<sock_filter> {
-    let mut a = Asm::new();
-    a.ld(DATA_ARCH);
-    a.jump(JEQ_K, A::NATIVE.audit_arch, "", "allow");
-    a.ld(DATA_NR);
-    a.jump(JEQ_K, nr, "", "allow");
-    a.ret(SeccompAction::Trace(0).into());
-    a.label("allow");
-    a.ret(ret_allow());
-    a.finish()
 }

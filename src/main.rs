@@ -57,7 +57,8 @@ fn main() -> ExitCode {
         skip_listen_on_replaced: options.skip_listen,
     };
     let env = activation::program_env(options.pass_listen_fds);
-    let mut program = match spawn::Program::new(&options.command, env, options.pass_listen_fds) {
+    let set_listen_pid = options.pass_listen_fds && policy.inherited.systemd_count > 0;
+    let mut program = match spawn::Program::new(&options.command, env, set_listen_pid) {
         Ok(program) => program,
         Err(e) => return fail_spawn(&e),
     };

@@ -392,21 +392,22 @@ impl Policy {
     pub fn decide(&self, req: &BindRequest) -> Verdict<'_> {
         let native = req.addr;
         for rule in self.rules.iter().rev() {
-            if rule.pattern.matches(&native) {
-                if let Some(v) = self.apply(rule, req) {
-                    return v;
-                }
+            if rule.pattern.matches(&native)
+                && let Some(v) = self.apply(rule, req)
+            {
+                return v;
             }
         }
-        if let (true, SocketAddr::V6(v6)) = (req.dual_stack, native) {
-            if let Some(v4) = v4_view(&v6) {
-                let v4 = SocketAddr::V4(v4);
-                for rule in self.rules.iter().rev() {
-                    if matches!(rule.pattern.net, Some(IpNet::V4(_))) && rule.pattern.matches(&v4) {
-                        if let Some(v) = self.apply(rule, req) {
-                            return v;
-                        }
-                    }
+        if let (true, SocketAddr::V6(v6)) = (req.dual_stack, native)
+            && let Some(v4) = v4_view(&v6)
+        {
+            let v4 = SocketAddr::V4(v4);
+            for rule in self.rules.iter().rev() {
+                if matches!(rule.pattern.net, Some(IpNet::V4(_)))
+                    && rule.pattern.matches(&v4)
+                    && let Some(v) = self.apply(rule, req)
+                {
+                    return v;
                 }
             }
         }
@@ -826,60 +827,259 @@ mod tests {
     fn decides_table() {
         use Decision::*;
         #[rustfmt::skip]
-        let cases: &[(&[&str], &str, bool, Decision, Option<&str>)] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, bool, Decision, Option<&'a str>);
+        let cases: &[Case] = &[
             // No rule: everything goes through.
             (&[], "0.0.0.0:80", false, Allow, None),
             // -b rewrites its own family only, keeping or replacing the port.
-            (&["-b 127.0.0.1:8080"], "0.0.0.0:80", false, rw("127.0.0.1:8080"), Some("-b 127.0.0.1:8080")),
-            (&["-b 127.0.0.1"], "0.0.0.0:80", false, rw("127.0.0.1:80"), Some("-b 127.0.0.1")),
-            (&["-b 127.0.0.1:*"], "10.0.0.1:0", false, rw("127.0.0.1:0"), Some("-b 127.0.0.1:*")),
+            (
+                &["-b 127.0.0.1:8080"],
+                "0.0.0.0:80",
+                false,
+                rw("127.0.0.1:8080"),
+                Some("-b 127.0.0.1:8080"),
+            ),
+            (
+                &["-b 127.0.0.1"],
+                "0.0.0.0:80",
+                false,
+                rw("127.0.0.1:80"),
+                Some("-b 127.0.0.1"),
+            ),
+            (
+                &["-b 127.0.0.1:*"],
+                "10.0.0.1:0",
+                false,
+                rw("127.0.0.1:0"),
+                Some("-b 127.0.0.1:*"),
+            ),
             (&["-b 127.0.0.1:8080"], "[::1]:80", false, Allow, None),
             (&["-b [::1]:8081"], "0.0.0.0:80", false, Allow, None),
-            (&["-b [::1]:8081"], "[::]:80", true, rw("[::1]:8081"), Some("-b [::1]:8081")),
+            (
+                &["-b [::1]:8081"],
+                "[::]:80",
+                true,
+                rw("[::1]:8081"),
+                Some("-b [::1]:8081"),
+            ),
             // v4-mapped: an IPv4 rule reaches a dual-stack [::] socket, not a V6ONLY one.
-            (&["-b 127.0.0.1:8080"], "[::]:80", true, rw("[::ffff:127.0.0.1]:8080"), Some("-b 127.0.0.1:8080")),
+            (
+                &["-b 127.0.0.1:8080"],
+                "[::]:80",
+                true,
+                rw("[::ffff:127.0.0.1]:8080"),
+                Some("-b 127.0.0.1:8080"),
+            ),
             (&["-b 127.0.0.1:8080"], "[::]:80", false, Allow, None),
-            (&["-b 127.0.0.1"], "[::ffff:10.0.0.1]:81", true, rw("[::ffff:127.0.0.1]:81"), Some("-b 127.0.0.1")),
-            (&["-m 10.0.0.0:81/8=127.0.0.9"], "[::ffff:10.0.0.1]:81", true, rw("[::ffff:127.0.0.9]:81"), Some("-m 10.0.0.0:81/8=127.0.0.9")),
+            (
+                &["-b 127.0.0.1"],
+                "[::ffff:10.0.0.1]:81",
+                true,
+                rw("[::ffff:127.0.0.1]:81"),
+                Some("-b 127.0.0.1"),
+            ),
+            (
+                &["-m 10.0.0.0:81/8=127.0.0.9"],
+                "[::ffff:10.0.0.1]:81",
+                true,
+                rw("[::ffff:127.0.0.9]:81"),
+                Some("-m 10.0.0.0:81/8=127.0.0.9"),
+            ),
             (&["-b 127.0.0.1"], "[::2]:80", true, Allow, None),
             // ... but only when no rule of its own family (or none) matched first.
-            (&["-b 127.0.0.1:8080", "-b [::1]:8081"], "[::]:80", true, rw("[::1]:8081"), Some("-b [::1]:8081")),
-            (&["-b [::1]:8081", "-b 127.0.0.1:8080"], "[::]:80", true, rw("[::1]:8081"), Some("-b [::1]:8081")),
-            (&["-d", "-b 127.0.0.1:8080"], "[::]:80", true, DENY, Some("-d")),
+            (
+                &["-b 127.0.0.1:8080", "-b [::1]:8081"],
+                "[::]:80",
+                true,
+                rw("[::1]:8081"),
+                Some("-b [::1]:8081"),
+            ),
+            (
+                &["-b [::1]:8081", "-b 127.0.0.1:8080"],
+                "[::]:80",
+                true,
+                rw("[::1]:8081"),
+                Some("-b [::1]:8081"),
+            ),
+            (
+                &["-d", "-b 127.0.0.1:8080"],
+                "[::]:80",
+                true,
+                DENY,
+                Some("-d"),
+            ),
             // Last-given first: the general policy goes first.
-            (&["-d", "-m :80=allow"], "0.0.0.0:80", false, Allow, Some("-m :80=allow")),
-            (&["-d", "-m :80=allow"], "[::]:80", false, Allow, Some("-m :80=allow")),
-            (&["-d", "-m :80=allow"], "0.0.0.0:81", false, DENY, Some("-d")),
-            (&["-m :80=allow", "-d"], "0.0.0.0:80", false, DENY, Some("-d")),
-            (&["-d", "-b 127.0.0.1:8080"], "0.0.0.0:80", false, rw("127.0.0.1:8080"), Some("-b 127.0.0.1:8080")),
-            (&["-d", "-b 127.0.0.1:8080"], "[::1]:80", false, DENY, Some("-d")),
+            (
+                &["-d", "-m :80=allow"],
+                "0.0.0.0:80",
+                false,
+                Allow,
+                Some("-m :80=allow"),
+            ),
+            (
+                &["-d", "-m :80=allow"],
+                "[::]:80",
+                false,
+                Allow,
+                Some("-m :80=allow"),
+            ),
+            (
+                &["-d", "-m :80=allow"],
+                "0.0.0.0:81",
+                false,
+                DENY,
+                Some("-d"),
+            ),
+            (
+                &["-m :80=allow", "-d"],
+                "0.0.0.0:80",
+                false,
+                DENY,
+                Some("-d"),
+            ),
+            (
+                &["-d", "-b 127.0.0.1:8080"],
+                "0.0.0.0:80",
+                false,
+                rw("127.0.0.1:8080"),
+                Some("-b 127.0.0.1:8080"),
+            ),
+            (
+                &["-d", "-b 127.0.0.1:8080"],
+                "[::1]:80",
+                false,
+                DENY,
+                Some("-d"),
+            ),
             // The C README's examples.
-            (&["-m 0.0.0.0:80/0=127.0.0.1:8080"], "192.0.2.1:80", false, rw("127.0.0.1:8080"), Some("-m 0.0.0.0:80/0=127.0.0.1:8080")),
-            (&["-m 0.0.0.0:80/0=127.0.0.1:8080"], "192.0.2.1:81", false, Allow, None),
-            (&["-m 0.0.0.0:80/0=127.0.0.1:8080"], "[::]:80", false, Allow, None),
-            (&["-d", "-m [::]:80/0=[::1]:8080"], "[2001:db8::1]:80", false, rw("[::1]:8080"), Some("-m [::]:80/0=[::1]:8080")),
-            (&["-d", "-m [::]:80/0=[::1]:8080"], "0.0.0.0:80", false, DENY, Some("-d")),
+            (
+                &["-m 0.0.0.0:80/0=127.0.0.1:8080"],
+                "192.0.2.1:80",
+                false,
+                rw("127.0.0.1:8080"),
+                Some("-m 0.0.0.0:80/0=127.0.0.1:8080"),
+            ),
+            (
+                &["-m 0.0.0.0:80/0=127.0.0.1:8080"],
+                "192.0.2.1:81",
+                false,
+                Allow,
+                None,
+            ),
+            (
+                &["-m 0.0.0.0:80/0=127.0.0.1:8080"],
+                "[::]:80",
+                false,
+                Allow,
+                None,
+            ),
+            (
+                &["-d", "-m [::]:80/0=[::1]:8080"],
+                "[2001:db8::1]:80",
+                false,
+                rw("[::1]:8080"),
+                Some("-m [::]:80/0=[::1]:8080"),
+            ),
+            (
+                &["-d", "-m [::]:80/0=[::1]:8080"],
+                "0.0.0.0:80",
+                false,
+                DENY,
+                Some("-d"),
+            ),
             // Prefixes: the mask applies to both addresses.
-            (&["-m 10.0.0.0:80/8=deny"], "10.255.0.1:80", false, DENY, Some("-m 10.0.0.0:80/8=deny")),
-            (&["-m 10.0.0.0:80/8=deny"], "11.0.0.1:80", false, Allow, None),
+            (
+                &["-m 10.0.0.0:80/8=deny"],
+                "10.255.0.1:80",
+                false,
+                DENY,
+                Some("-m 10.0.0.0:80/8=deny"),
+            ),
+            (
+                &["-m 10.0.0.0:80/8=deny"],
+                "11.0.0.1:80",
+                false,
+                Allow,
+                None,
+            ),
             (&["-m 10.1.2.3:80=deny"], "10.1.2.4:80", false, Allow, None),
-            (&["-m [fd00::]/8=deny"], "[fdff::1]:1", false, DENY, Some("-m [fd00::]/8=deny")),
+            (
+                &["-m [fd00::]/8=deny"],
+                "[fdff::1]:1",
+                false,
+                DENY,
+                Some("-m [fd00::]/8=deny"),
+            ),
             (&["-m [fd00::]/8=deny"], "[fe00::1]:1", false, Allow, None),
             // Port ranges, inclusive.
-            (&["-m :8000-8099=deny"], "0.0.0.0:8000", false, DENY, Some("-m :8000-8099=deny")),
-            (&["-m :8000-8099=deny"], "[::]:8099", false, DENY, Some("-m :8000-8099=deny")),
+            (
+                &["-m :8000-8099=deny"],
+                "0.0.0.0:8000",
+                false,
+                DENY,
+                Some("-m :8000-8099=deny"),
+            ),
+            (
+                &["-m :8000-8099=deny"],
+                "[::]:8099",
+                false,
+                DENY,
+                Some("-m :8000-8099=deny"),
+            ),
             (&["-m :8000-8099=deny"], "0.0.0.0:8100", false, Allow, None),
             (&["-m :8000-8099=deny"], "0.0.0.0:7999", false, Allow, None),
             // A rule whose target cannot apply to the socket is skipped, not forced.
-            (&["-m :80=127.0.0.1:8080", "-m :80=[::1]:8080"], "0.0.0.0:80", false, rw("127.0.0.1:8080"), Some("-m :80=127.0.0.1:8080")),
-            (&["-m :80=127.0.0.1:8080", "-m :80=[::1]:8080"], "[::]:80", false, rw("[::1]:8080"), Some("-m :80=[::1]:8080")),
+            (
+                &["-m :80=127.0.0.1:8080", "-m :80=[::1]:8080"],
+                "0.0.0.0:80",
+                false,
+                rw("127.0.0.1:8080"),
+                Some("-m :80=127.0.0.1:8080"),
+            ),
+            (
+                &["-m :80=127.0.0.1:8080", "-m :80=[::1]:8080"],
+                "[::]:80",
+                false,
+                rw("[::1]:8080"),
+                Some("-m :80=[::1]:8080"),
+            ),
             (&["-m :80=[::1]:8080"], "0.0.0.0:80", false, Allow, None),
             // Inherited sockets, by number, systemd index and name.
-            (&["-m :80=fd=4"], "0.0.0.0:80", false, ReplaceWithFd(4), Some("-m :80=fd=4")),
-            (&["-m :80=sd=0"], "[::]:80", true, ReplaceWithFd(3), Some("-m :80=sd=0")),
-            (&["-m :80=sd-1"], "0.0.0.0:80", false, ReplaceWithFd(4), Some("-m :80=sd-1")),
-            (&["-m :80=sd=admin"], "0.0.0.0:80", false, ReplaceWithFd(4), Some("-m :80=sd=admin")),
-            (&["-b fd=7"], "0.0.0.0:80", false, ReplaceWithFd(7), Some("-b fd=7")),
+            (
+                &["-m :80=fd=4"],
+                "0.0.0.0:80",
+                false,
+                ReplaceWithFd(4),
+                Some("-m :80=fd=4"),
+            ),
+            (
+                &["-m :80=sd=0"],
+                "[::]:80",
+                true,
+                ReplaceWithFd(3),
+                Some("-m :80=sd=0"),
+            ),
+            (
+                &["-m :80=sd-1"],
+                "0.0.0.0:80",
+                false,
+                ReplaceWithFd(4),
+                Some("-m :80=sd-1"),
+            ),
+            (
+                &["-m :80=sd=admin"],
+                "0.0.0.0:80",
+                false,
+                ReplaceWithFd(4),
+                Some("-m :80=sd=admin"),
+            ),
+            (
+                &["-b fd=7"],
+                "0.0.0.0:80",
+                false,
+                ReplaceWithFd(7),
+                Some("-b fd=7"),
+            ),
         ];
         for (rules, addr, dual, want, want_rule) in cases {
             let p = policy(rules);

@@ -60,7 +60,8 @@ pub fn tgid(tid: Pid) -> Option<Pid> {
 }
 
 /// A pidfd for the process `tid` belongs to. pidfd_open(2) refuses a thread that is
-/// not a group leader (before 6.9), so retry with its thread group.
+/// not a group leader (EINVAL, or ENOENT since 6.9 without PIDFD_THREAD), so retry
+/// with its thread group.
 pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
     let open = |pid: Pid| {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
@@ -69,7 +70,7 @@ pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
         Errno::result(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     };
     match open(tid) {
-        Err(Errno::EINVAL) => open(tgid(tid).ok_or(Errno::ESRCH)?),
+        Err(Errno::EINVAL | Errno::ENOENT) => open(tgid(tid).ok_or(Errno::ESRCH)?),
         other => other,
     }
 }
@@ -94,27 +95,6 @@ pub fn default_dual_stack() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
         .map(|s| s.trim() == "0")
         .unwrap_or(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_formats() {
-        assert_eq!(parse_socket_link("socket:[12345]"), Some(12345));
-        assert_eq!(parse_socket_link("pipe:[12345]"), None);
-        assert_eq!(parse_socket_link("/dev/null"), None);
-        assert_eq!(
-            parse_fdinfo_cloexec("pos:\t0\nflags:\t02000002\nmnt_id:\t9\n"),
-            Some(true)
-        );
-        assert_eq!(
-            parse_fdinfo_cloexec("pos:\t0\nflags:\t02\nmnt_id:\t9\n"),
-            Some(false)
-        );
-        assert_eq!(parse_fdinfo_cloexec("pos:\t0\n"), None);
-    }
 }
 
 fn sockopt_int(
@@ -200,3 +180,26 @@ pub fn unprivileged_port_start() -> u16 {
 
 /// <linux/capability.h>
 const CAP_NET_BIND_SERVICE: u32 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_formats() {
+        assert_eq!(parse_socket_link("socket:[12345]"), Some(12345));
+        assert_eq!(parse_socket_link("pipe:[12345]"), None);
+        assert_eq!(parse_socket_link("/dev/null"), None);
+        assert_eq!(
+            parse_fdinfo_cloexec("pos:\t0\nflags:\t02000002\nmnt_id:\t9\n"),
+            Some(true)
+        );
+        assert_eq!(
+            parse_fdinfo_cloexec("pos:\t0\nflags:\t02\nmnt_id:\t9\n"),
+            Some(false)
+        );
+        assert_eq!(parse_fdinfo_cloexec("pos:\t0\n"), None);
+        assert_eq!(parse_cap_eff("Name:\tx\nCapEff:\t0000000000000400\n"), Some(1 << CAP_NET_BIND_SERVICE));
+        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+    }
+}

@@ -62,6 +62,25 @@ engine_tests! {
         served_on_passed_socket(engine, &["--fdname=web"], &["-m", &format!(":{q}=sd=web")], q);
     }
 
+    fn second_passed_socket_by_index_and_name(engine: Engine) {
+        let (a, b) = (free_port(), free_port());
+        let (first, second) = (v4("127.0.0.1", a), v4("127.0.0.1", b));
+        for target in ["sd=1", "sd=two"] {
+            let q = free_port();
+            let (q_s, rule) = (q.to_string(), format!(":{q}={target}"));
+            let (first_s, second_s) = (first.to_string(), second.to_string());
+            let mut args = vec!["-l", &first_s, "-l", &second_s, "--fdname=one:two"];
+            args.push(force_bind_bin());
+            args.extend_from_slice(engine.args());
+            args.extend_from_slice(&["-m", &rule]);
+            args.extend_from_slice(&[python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
+            let server = Proc::spawn(command("systemd-socket-activate", &args));
+            assert!(wait_for_listen(second, WAIT), "{}", server.context());
+            assert_eq!(http_get_retry(second, WAIT), Ok(200), "{target}\n{}", server.context());
+            assert_eq!(tcp_listeners_on(q), vec![], "{target}\n{}", server.context());
+        }
+    }
+
     fn fd_number_replaces_the_programs_socket(engine: Engine) {
         let q = free_port();
         served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=fd=3")], q);
@@ -71,17 +90,23 @@ engine_tests! {
 
     fn program_listen_reaches_the_passed_socket_without_l(engine: Engine) {
         let q = free_port();
-        let (server, listen) = served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd=0")], q);
+        let rule = format!(":{q}=sd=0");
+        let (server, listen) = served_on_passed_socket(engine, &[], &["-m", &rule], q);
         assert_eq!(listen_backlog(listen), Some(PYTHON_BACKLOG), "{}", server.context());
     }
 
     fn l_skips_listen_on_the_passed_socket(engine: Engine) {
         let q = free_port();
-        let (server, listen) = served_on_passed_socket(engine, &[], &["-L", "-m", &format!(":{q}=sd=0")], q);
+        let rule = format!(":{q}=sd=0");
+        let (server, listen) = served_on_passed_socket(engine, &[], &["-L", "-m", &rule], q);
         // systemd-socket-activate listened with its own (large) backlog; with -L the
         // program's listen(5) never reaches the socket.
         let backlog = listen_backlog(listen);
-        assert!(matches!(backlog, Some(b) if b != PYTHON_BACKLOG), "backlog {backlog:?}\n{}", server.context());
+        assert!(
+            matches!(backlog, Some(b) if b != PYTHON_BACKLOG),
+            "backlog {backlog:?}\n{}",
+            server.context()
+        );
     }
 
     fn wrong_listen_pid_is_not_honoured(engine: Engine) {
@@ -92,10 +117,11 @@ engine_tests! {
         // LISTEN_PID, so the fds are not meant for force-bind.
         let mut args = vec!["-l", &p_s, "env", "LISTEN_PID=1", force_bind_bin()];
         args.extend_from_slice(engine.args());
-        args.extend_from_slice(&["-v", "-m", &rule, python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
+        args.extend_from_slice(&["-v", "-m", &rule]);
+        args.extend_from_slice(&[python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
         let server = Proc::spawn(command("systemd-socket-activate", &args));
         assert!(wait_for_listen(listen, WAIT), "{}", server.context());
-        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("connect to trigger activation");
+        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("trigger activation");
         let own = v4("127.0.0.1", q);
         assert!(wait_for_listen(own, WAIT), "program did not bind normally\n{}", server.context());
         assert_eq!(http_get_retry(own, WAIT), Ok(200), "{}", server.context());
@@ -106,7 +132,8 @@ engine_tests! {
         for target in ["fd=97", "sd=0", "sd=web"] {
             let q = free_port();
             let rule = format!(":{q}={target}");
-            let f = run(force_bind(engine, &["-v", "-m", &rule, bindprobe(), "--port", &q.to_string()]));
+            let port = q.to_string();
+            let f = run(force_bind(engine, &["-v", "-m", &rule, bindprobe(), "--port", &port]));
             assert_eq!(f.bound(), vec![v4("127.0.0.1", q)], "{f}");
             assert!(f.stderr.contains("not passed"), "{f}");
             f.assert_success();
@@ -118,11 +145,12 @@ engine_tests! {
         let listen = v4("127.0.0.1", p);
         let q = free_port();
         let rule = format!(":{q}=sd=web");
-        let mut cmd = socket_activate(listen, &["--fdname=web"], engine, &["-m", &rule, "sh", "-c", "env"]);
-        cmd.env("FORCE_BIND_TEST_MARK", "kept");
+        // systemd-socket-activate passes only the variables it is told to (-E).
+        let sa_args = ["--fdname=web", "-E", "FORCE_BIND_TEST_MARK=kept"];
+        let cmd = socket_activate(listen, &sa_args, engine, &["-m", &rule, "sh", "-c", "env"]);
         let mut proc = Proc::spawn(cmd);
         assert!(wait_for_listen(listen, WAIT), "{}", proc.context());
-        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("connect to trigger activation");
+        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("trigger activation");
         assert!(proc.wait_timeout(WAIT).is_some(), "{}", proc.context());
         let f = proc.finish(WAIT);
         f.assert_success();

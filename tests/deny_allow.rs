@@ -19,7 +19,10 @@ engine_tests! {
         assert_eq!(f.signal(), None, "{f}");
         assert!(f.stderr.contains("Operation not permitted"), "{f}");
         assert!(f.stderr.lines().filter(|l| l.contains("Operation not permitted")).count() >= 1);
-        let on_port: Vec<_> = sockets(Proto::Tcp).into_iter().filter(|s| s.addr.port() == p).collect();
+        let on_port: Vec<_> = sockets(Proto::Tcp)
+            .into_iter()
+            .filter(|s| s.addr.port() == p)
+            .collect();
         assert_eq!(on_port, vec![], "{f}");
     }
 

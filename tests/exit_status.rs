@@ -23,7 +23,8 @@ engine_tests! {
     }
 
     fn death_by_signal_is_passed_on(engine: Engine) {
-        for (name, sig) in [("TERM", libc::SIGTERM), ("KILL", libc::SIGKILL), ("USR1", libc::SIGUSR1)] {
+        let deaths = [("TERM", libc::SIGTERM), ("KILL", libc::SIGKILL), ("USR1", libc::SIGUSR1)];
+        for (name, sig) in deaths {
             let f = sh(engine, &format!("kill -{name} $$"));
             assert_eq!(f.signal(), Some(sig), "kill -{name}\n{f}");
             assert!(!f.status.core_dumped(), "{f}");
@@ -31,7 +32,8 @@ engine_tests! {
     }
 
     fn stdio_is_the_programs(engine: Engine) {
-        let mut p = Proc::spawn_with_stdin(force_bind(engine, &["sh", "-c", "read x; echo got $x; echo err >&2"]));
+        let script = "read x; echo got $x; echo err >&2";
+        let mut p = Proc::spawn_with_stdin(force_bind(engine, &["sh", "-c", script]));
         p.write_stdin("hello\n");
         let f = p.finish(WAIT);
         f.assert_success();

@@ -65,6 +65,20 @@ engine_tests! {
         http_server_moves(engine, &["-m", &rule], p, v4("127.0.0.2", p));
     }
 
+    fn dual_stack_http_server_moved_to_v4_mapped(engine: Engine) {
+        // With --bind ::, http.server binds [::] with IPV6_V6ONLY off (DualStackServer).
+        let (p, q) = (free_port(), free_port());
+        let (p_s, rule) = (p.to_string(), format!("127.0.0.2:{q}"));
+        let args = ["-b", &rule, python3(), "-m", "http.server", &p_s, "--bind", "::"];
+        let server = Proc::spawn(force_bind(engine, &args));
+        let mapped = v6("::ffff:127.0.0.2", q);
+        assert!(wait_for_listen(mapped, WAIT), "{}", server.context());
+        let got = http_get_retry(v4("127.0.0.2", q), WAIT);
+        assert_eq!(got, Ok(200), "{}", server.context());
+        assert_eq!(tcp_listeners_on(p), vec![], "{}", server.context());
+        assert_eq!(tcp_listeners_on(q), vec![mapped], "{}", server.context());
+    }
+
     fn b_with_address_only_keeps_port(engine: Engine) {
         let p = free_port();
         for rule in ["127.0.0.7", "127.0.0.7:*"] {
@@ -87,33 +101,40 @@ engine_tests! {
     }
 
     fn v4_rule_on_dual_stack_socket_uses_v4_mapped(engine: Engine) {
-        let p = free_port();
-        let rule = format!("127.0.0.1:{p}");
-        let mut probe = Proc::spawn_with_stdin(force_bind(engine, &[
-            "-b", &rule, bindprobe(),
-            "--family", "6", "--addr", "::", "--v6only", "0", "--port", "0",
-            "--listen", "--hold", "--ready",
-        ]));
-        assert!(probe.wait_line(|l| l == "ready", WAIT).is_some(), "{}", probe.context());
-        let mapped = v6("::ffff:127.0.0.1", p);
-        assert_eq!(bound_addrs(&probe.stdout_lines().join("\n")), vec![mapped], "{}", probe.context());
-        // The kernel lists it in /proc/net/tcp6 as a v4-mapped address, and an IPv4
-        // client reaches it.
-        assert!(is_listening(mapped), "{:?}", tcp_listeners_on(p));
-        assert_eq!(tcp_listeners_on(p), vec![mapped]);
-        TcpStream::connect_timeout(&v4("127.0.0.1", p), WAIT).expect("IPv4 client connects");
-        probe.close_stdin();
-        probe.finish(WAIT).assert_success();
+        // From the main thread and from a second thread: the supervisor must find
+        // the socket's IPV6_V6ONLY setting either way.
+        for threads in ["0", "1"] {
+            let p = free_port();
+            let rule = format!("127.0.0.1:{p}");
+            let mut probe = Proc::spawn_with_stdin(force_bind(engine, &[
+                "-b", &rule, bindprobe(), "--threads", threads,
+                "--family", "6", "--addr", "::", "--v6only", "0", "--port", "0",
+                "--listen", "--hold", "--ready",
+            ]));
+            assert!(probe.wait_line(|l| l == "ready", WAIT).is_some(), "{}", probe.context());
+            let mapped = v6("::ffff:127.0.0.1", p);
+            let bound = bound_addrs(&probe.stdout_lines().join("\n"));
+            assert_eq!(bound, vec![mapped], "{}", probe.context());
+            // The kernel lists it in /proc/net/tcp6 as a v4-mapped address, and an
+            // IPv4 client reaches it.
+            assert_eq!(tcp_listeners_on(p), vec![mapped]);
+            TcpStream::connect_timeout(&v4("127.0.0.1", p), WAIT).expect("IPv4 client connects");
+            probe.close_stdin();
+            probe.finish(WAIT).assert_success();
+        }
     }
 
     fn v4_rule_leaves_v6only_socket_alone(engine: Engine) {
-        let p = free_port();
-        let f = probe(engine, &["-b", &format!("127.0.0.1:{p}")], &[
-            "--family", "6", "--addr", "::", "--v6only", "1", "--port", "0",
-        ]);
-        let got = single_bound(&f);
-        assert_eq!(got.ip(), v6("::", 0).ip(), "{f}");
-        assert_ne!(got.port(), p, "{f}");
+        for threads in ["0", "1"] {
+            let p = free_port();
+            let f = probe(engine, &["-b", &format!("127.0.0.1:{p}")], &[
+                "--threads", threads,
+                "--family", "6", "--addr", "::", "--v6only", "1", "--port", "0",
+            ]);
+            let got = single_bound(&f);
+            assert_eq!(got.ip(), v6("::", 0).ip(), "{f}");
+            assert_ne!(got.port(), p, "{f}");
+        }
     }
 
     fn v4_rule_leaves_v6_loopback_alone(engine: Engine) {
@@ -141,14 +162,16 @@ engine_tests! {
     fn v6_match_with_prefix(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let rule = format!("[::]:{p}/0=[::1]:{q}");
-        let f = probe(engine, &["-m", &rule], &["--family", "6", "--addr", "::1", "--port", &p.to_string()]);
+        let port = p.to_string();
+        let f = probe(engine, &["-m", &rule], &["--family", "6", "--addr", "::1", "--port", &port]);
         assert_eq!(f.bound(), vec![v6("::1", q)], "{f}");
     }
 
     fn port_match_applies_to_both_families(engine: Engine) {
         let p = free_port();
         let rule = format!(":{p}=deny");
-        let f = probe(engine, &["-m", &rule], &["--family", "6", "--addr", "::1", "--port", &p.to_string()]);
+        let port = p.to_string();
+        let f = probe(engine, &["-m", &rule], &["--family", "6", "--addr", "::1", "--port", &port]);
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
         let f = probe(engine, &["-m", &rule], &["--port", &p.to_string()]);
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
@@ -180,7 +203,9 @@ engine_tests! {
         let a = free_ports(2);
         let (got, f) = probe_ports(engine, &["-m", "127.0.0.1:*=127.0.0.6"], &[a, a + 1]);
         assert_eq!(got, vec![v4("127.0.0.6", a), v4("127.0.0.6", a + 1)], "{f}");
-        let f = probe(engine, &["-m", "127.0.0.1:*=127.0.0.6"], &["--addr", "127.0.0.2", "--port", &a.to_string()]);
+        let port = a.to_string();
+        let args = ["--addr", "127.0.0.2", "--port", &port];
+        let f = probe(engine, &["-m", "127.0.0.1:*=127.0.0.6"], &args);
         assert_eq!(f.bound(), vec![v4("127.0.0.2", a)], "other addresses untouched\n{f}");
     }
 
@@ -192,18 +217,21 @@ engine_tests! {
         ], &[p]);
         assert_eq!(got, vec![v4("127.0.0.3", p)], "{f}");
 
-        let (got, f) = probe_ports(engine, &["-b", "127.0.0.2", "-m", &format!(":{p}=127.0.0.3")], &[p, q]);
+        let to_3 = format!(":{p}=127.0.0.3");
+        let (got, f) = probe_ports(engine, &["-b", "127.0.0.2", "-m", &to_3], &[p, q]);
         assert_eq!(got, vec![v4("127.0.0.3", p), v4("127.0.0.2", q)], "{f}");
 
-        let (got, f) = probe_ports(engine, &["-m", &format!(":{p}=127.0.0.3"), "-b", "127.0.0.2"], &[p, q]);
+        let (got, f) = probe_ports(engine, &["-m", &to_3, "-b", "127.0.0.2"], &[p, q]);
         assert_eq!(got, vec![v4("127.0.0.2", p), v4("127.0.0.2", q)], "{f}");
 
-        let (got, f) = probe_ports(engine, &["-b", "127.0.0.2", "-m", &format!(":{p}=allow")], &[p, q]);
+        let allow = format!(":{p}=allow");
+        let (got, f) = probe_ports(engine, &["-b", "127.0.0.2", "-m", &allow], &[p, q]);
         assert_eq!(got, vec![v4("127.0.0.1", p), v4("127.0.0.2", q)], "{f}");
     }
 
     fn reused_descriptors_are_each_rewritten(engine: Engine) {
-        let f = probe(engine, &["-m", "127.0.0.1:*=127.0.0.8"], &["--repeat", "6", "--close-reuse"]);
+        let rule = "127.0.0.1:*=127.0.0.8";
+        let f = probe(engine, &["-m", rule], &["--repeat", "6", "--close-reuse"]);
         let got = f.bound();
         assert_eq!(got.len(), 6, "{f}");
         assert!(got.iter().all(|a| a.ip() == v4("127.0.0.8", 0).ip()), "{f}");

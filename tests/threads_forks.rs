@@ -31,7 +31,8 @@ engine_tests! {
             "-b", "127.0.0.3", bindprobe(), "--forks", "3", "--threads", "8",
         ]));
         all_at(&f, "127.0.0.3", 32);
-        let pids: HashSet<&str> = f.stdout.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
+        let pids: HashSet<&str> =
+            f.stdout.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
         assert_eq!(pids.len(), 4, "binds from the parent and 3 children\n{f}");
     }
 

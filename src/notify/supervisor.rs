@@ -82,7 +82,9 @@ impl Supervisor<'static> {
                     debug!("cannot start another worker: {e}");
                 }
             }
-            let answer = self.handle(&n);
+            // A bug here must not leave the target hung in bind(), nor let it through.
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
+                .unwrap_or(Err(Errno::EPERM));
             debug!(
                 "notification {:#x} pid {} nr {}: {answer:?}",
                 n.id, n.pid, n.nr

@@ -8,6 +8,8 @@ use nix::unistd::Pid;
 /// A signal number as the kernel reports it (real-time signals included).
 pub type SigNo = i32;
 
+// The variants keep ptrace(2)'s own names ("group-stop", "event-stop").
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// The tracee is gone.

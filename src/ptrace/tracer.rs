@@ -99,10 +99,10 @@ impl<'p> Tracer<'p> {
                 }
             }
         }
-        if !self.main_exec_done {
-            if let Some(errno) = child.exec_error() {
-                return Ok(Outcome::ExecFailed(errno));
-            }
+        if !self.main_exec_done
+            && let Some(errno) = child.exec_error()
+        {
+            return Ok(Outcome::ExecFailed(errno));
         }
         Ok(Outcome::Finished(
             self.main_status

@@ -52,7 +52,7 @@ impl Engine {
 macro_rules! engine_tests {
     ($($tests:tt)*) => {
         $crate::common::engine_module! { ptrace, Ptrace, $($tests)* }
-        // notify engine: issue 4 -- $crate::common::engine_module! { notify, Notify, $($tests)* }
+        $crate::common::engine_module! { notify, Notify, $($tests)* }
     };
 }
 #[allow(unused_imports)]
@@ -221,6 +221,7 @@ pub fn is_static_elf(path: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 fn base_command(program: impl AsRef<OsStr>) -> Command {
+    become_subreaper();
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -509,23 +510,23 @@ impl Proc {
 
     fn kill_tree(&mut self) {
         let pid = self.pid();
-        let running = self.status.is_none();
-        let tree = if running {
-            descendants(pid)
-        } else {
-            Vec::new()
-        };
+        let mut strays = Vec::new();
+        if self.status.is_none() {
+            // Descendants that left the process group still get killed by PID.
+            strays = descendants(pid);
+            for &p in &strays {
+                send_signal(p, libc::SIGKILL);
+            }
+            send_signal(pid, libc::SIGKILL);
+        }
         // SAFETY: kill(2) on the process group this harness created for its child
         // (process_group(0) makes the group ID the child's PID); it also reaches
         // grandchildren that outlived the child.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
-        if running {
-            send_signal(pid, libc::SIGKILL);
-            for p in tree {
-                send_signal(p, libc::SIGKILL);
-            }
+        if self.status.is_none() {
             self.status = self.child.wait().ok();
         }
+        reap_orphans(pid, &strays);
     }
 
     /// The command and what it wrote so far, for assertion messages.
@@ -634,6 +635,42 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Makes this test process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER),
+/// so a program left behind by a killed force-bind is reparented here and reaped by
+/// `reap_orphans` instead of lingering as a zombie under a PID 1 that may not reap.
+fn become_subreaper() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(rc, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+    });
+}
+
+/// Reaps (by PID, never waitpid(-1), which would steal other tests' children) the
+/// processes of group `pgid`, or listed in `strays`, that were reparented to us.
+fn reap_orphans(pgid: i32, strays: &[i32]) {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let orphans: Vec<i32> = proc_table()
+            .into_iter()
+            .filter(|e| e.ppid == me && (e.pgrp == pgid || strays.contains(&e.pid)))
+            .map(|e| e.pid)
+            .collect();
+        if orphans.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for p in orphans {
+            send_signal(p, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: waitpid(2) on a specific PID that is our own (adopted) child.
+            unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) };
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn send_signal(pid: i32, sig: i32) {
     assert!(pid > 0, "refusing to signal pid {pid}");
     // SAFETY: kill(2) with a positive PID of a process this harness started.
@@ -644,16 +681,47 @@ pub fn send_signal(pid: i32, sig: i32) {
 // /proc/<pid>
 // ---------------------------------------------------------------------------
 
-/// (state, ppid) from /proc/PID/stat; None once the process is gone.
-pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+/// One process as /proc/PID/stat describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcEntry {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+/// /proc/PID/stat; None once the process is gone.
+pub fn proc_entry(pid: i32) -> Option<ProcEntry> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so split
+    // "pid (comm) S ppid pgrp ...": comm may contain spaces and parentheses, so split
     // after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcEntry {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// (state, ppid) from /proc/PID/stat; None once the process is gone.
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    proc_entry(pid).map(|e| (e.state, e.ppid))
+}
+
+/// Every process in /proc.
+pub fn proc_table() -> Vec<ProcEntry> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_entry)
+        .collect()
 }
 
 /// The process state letter (R, S, D, T, t, Z, ...), None once the process is gone.
@@ -687,13 +755,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 }
 
 fn parents() -> Vec<(i32, i32)> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|p| Some((p, proc_stat(p)?.1)))
-        .collect()
+    proc_table().into_iter().map(|e| (e.pid, e.ppid)).collect()
 }
 
 /// Every descendant of `root`, from one scan of /proc.
@@ -717,12 +779,23 @@ pub fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
-/// Waits (bounded) until `pid` has exactly one child and returns it.
-pub fn wait_for_child(pid: i32, timeout: Duration) -> Option<i32> {
+/// The command name of `pid` (/proc/PID/comm), None once it is gone.
+pub fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_string())
+}
+
+/// Waits (bounded) until `pid` has a child whose command name is `name` (so a
+/// short-lived helper child of force-bind is never mistaken for the program).
+pub fn wait_for_child(pid: i32, name: &str, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let [c] = children_of(pid)[..] {
-            return Some(c);
+        let found = children_of(pid)
+            .into_iter()
+            .find(|&c| comm(c).as_deref() == Some(name));
+        if found.is_some() {
+            return found;
         }
         if Instant::now() >= deadline {
             return None;
