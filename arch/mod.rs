@@ -40,6 +40,7 @@ pub struct Syscalls {
     pub dup3: u32,
     pub getppid: u32,
     pub exit_group: u32,
+    pub getsockopt: u32,
 }
 
 /// One syscall ABI a process of this architecture can use, as seccomp sees it:
@@ -73,6 +74,12 @@ pub trait Arch {
     /// Whether the result register is argument 0's (aarch64 x0), so argument 0
     /// cannot be restored after the syscall.
     const RESULT_IS_ARG0: bool;
+
+    /// Makes `regs`, taken at a seccomp stop, run the same syscall again when the
+    /// thread resumes from a later syscall-exit-stop: the instruction pointer goes
+    /// back over the syscall instruction and the number goes where that instruction
+    /// reads it. Used after a syscall was borrowed to ask the kernel something.
+    fn rewind_to_syscall(regs: &mut Self::Regs);
 
     fn get(regs: &Self::Regs, reg: Reg) -> u64;
     fn set(regs: &mut Self::Regs, reg: Reg, value: u64);
@@ -108,6 +115,7 @@ mod tests {
         assert_eq!(s.dup3 as i64, libc::SYS_dup3);
         assert_eq!(s.getppid as i64, libc::SYS_getppid);
         assert_eq!(s.exit_group as i64, libc::SYS_exit_group);
+        assert_eq!(s.getsockopt as i64, libc::SYS_getsockopt);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(s.dup2.map(i64::from), Some(libc::SYS_dup2));
         assert_eq!(Native::NATIVE.bind, s.bind);

@@ -199,7 +199,10 @@ mod tests {
             Some(false)
         );
         assert_eq!(parse_fdinfo_cloexec("pos:\t0\n"), None);
-        assert_eq!(parse_cap_eff("Name:\tx\nCapEff:\t0000000000000400\n"), Some(1 << CAP_NET_BIND_SERVICE));
+        assert_eq!(
+            parse_cap_eff("Name:\tx\nCapEff:\t0000000000000400\n"),
+            Some(1 << CAP_NET_BIND_SERVICE)
+        );
         assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
     }
 }

@@ -14,9 +14,8 @@ fn all_at(f: &Finished, ip: &str, count: usize) {
         got.iter().all(|a| a.ip() == want),
         "a bind escaped {want}\n{f}"
     );
-    let ports: HashSet<u16> = got.iter().map(|a| a.port()).collect();
-    assert_eq!(ports.len(), count, "ports must be distinct\n{f}");
-    assert!(!ports.contains(&0), "{f}");
+    // Ports may repeat: a child that exits frees its ports for the next bind.
+    assert!(got.iter().all(|a| a.port() != 0), "{f}");
     f.assert_success();
 }
 

@@ -51,11 +51,19 @@ impl Arch for Aarch64 {
         dup3: 24,
         getppid: 173,
         exit_group: 94,
+        getsockopt: 209,
     };
     /// AAPCS64 has no red zone; keep a margin anyway (signal frames are not a
     /// concern while the thread sits in a syscall, but a sloppy leaf function may be).
     const RED_ZONE: u64 = 128;
     const RESULT_IS_ARG0: bool = true;
+
+    /// `svc #0` is 4 bytes and takes the number from x8, which the saved registers
+    /// still hold, as they hold the original x0.
+    fn rewind_to_syscall(r: &mut Regs) {
+        r.pt.pc -= 4;
+        r.pt.regs[8] = r.syscall_nr;
+    }
 
     fn get(r: &Regs, reg: Reg) -> u64 {
         match reg {
@@ -162,5 +170,17 @@ mod tests {
         Aarch64::set(&mut r, Reg::Result, (-1i64) as u64);
         assert_eq!(Aarch64::get(&r, Reg::Arg(0)), u64::MAX);
         assert_eq!(std::mem::size_of::<PtRegs>(), 34 * 8);
+    }
+
+    #[test]
+    fn rewinds_over_the_syscall_instruction() {
+        let mut r = Regs {
+            syscall_nr: 200,
+            ..Regs::default()
+        };
+        r.pt.pc = 0x1004;
+        r.pt.regs[8] = 0;
+        Aarch64::rewind_to_syscall(&mut r);
+        assert_eq!((r.pt.pc, r.pt.regs[8]), (0x1000, 200));
     }
 }

@@ -79,10 +79,18 @@ impl Arch for X86_64 {
         dup3: 292,
         getppid: 110,
         exit_group: 231,
+        getsockopt: 55,
     };
     /// The System V x86_64 ABI's 128-byte red zone.
     const RED_ZONE: u64 = 128;
     const RESULT_IS_ARG0: bool = false;
+
+    /// `syscall` (0f 05) and `int $0x80` (cd 80) are both 2 bytes; the instruction
+    /// takes the number from rax, which holds -ENOSYS at a seccomp stop.
+    fn rewind_to_syscall(r: &mut Regs) {
+        r.rip -= 2;
+        r.rax = r.orig_rax;
+    }
 
     fn get(r: &Regs, reg: Reg) -> u64 {
         match reg {
@@ -206,5 +214,17 @@ mod tests {
         for (reg, v) in regs {
             assert_eq!(X86_64::get(&r, reg), v, "{reg:?}");
         }
+    }
+
+    #[test]
+    fn rewinds_over_the_syscall_instruction() {
+        let mut r = Regs {
+            rip: 0x1002,
+            rax: (-38i64) as u64,
+            orig_rax: 49,
+            ..Regs::default()
+        };
+        X86_64::rewind_to_syscall(&mut r);
+        assert_eq!((r.rip, r.rax, r.orig_rax), (0x1000, 49, 49));
     }
 }

@@ -60,7 +60,13 @@ impl Tracer<'_> {
             // Other families are never touched; malformed ones fail in the kernel.
             _ => return Ok(Restart::Continue(0)),
         };
-        let dual_stack = self.policy.needs_dual_stack(&addr) && dual_stack(pid, fd);
+        let dual_stack = match self.policy.needs_dual_stack(&addr) {
+            false => false,
+            true => match self.dual_stack(pid, fd, &regs)? {
+                Ok(dual_stack) => dual_stack,
+                Err(asking) => return Ok(asking),
+            },
+        };
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
         let mut report = log::enabled(Level::Verbose)
@@ -144,6 +150,51 @@ impl Tracer<'_> {
         }
     }
 
+    /// Whether the program's AF_INET6 socket `fd` is dual-stack: asked of our own copy
+    /// of the socket where pidfd_getfd exists (5.6+). Elsewhere the thread itself is
+    /// made to ask: this bind is borrowed for getsockopt(IPV6_V6ONLY) and run again
+    /// once the answer is in (the Err case: how to restart the thread now).
+    fn dual_stack(
+        &mut self,
+        pid: Pid,
+        fd: i32,
+        regs: &Regs,
+    ) -> Result<Result<bool, Restart>, Errno> {
+        if let Some((asked_fd, v6only)) = self.v6only_answers.remove(&pid)
+            && asked_fd == fd
+        {
+            return Ok(Ok(!v6only));
+        }
+        if self.has_pidfd_getfd {
+            let copy = target::pidfd(pid).and_then(|pidfd| target::getfd(&pidfd, fd));
+            let dual_stack = copy.and_then(|sock| target::sock_dual_stack(&sock));
+            return Ok(Ok(
+                dual_stack.unwrap_or_else(|_| target::default_dual_stack())
+            ));
+        }
+        // int value; socklen_t len = 4; below the stack pointer, past the red zone.
+        let sp = <Native as Arch>::get(regs, Reg::StackPointer);
+        let scratch = (sp - <Native as Arch>::RED_ZONE - 16) & !15;
+        let mut cell = [0u8; 8];
+        cell[4..].copy_from_slice(&4u32.to_ne_bytes());
+        memory::write(pid, scratch, &cell)?;
+        let mut changed = *regs;
+        let sys = <Native as Arch>::SYSCALLS;
+        <Native as Arch>::set(&mut changed, Reg::SyscallNr, sys.getsockopt as u64);
+        <Native as Arch>::set(&mut changed, Reg::Arg(1), libc::IPPROTO_IPV6 as u64);
+        <Native as Arch>::set(&mut changed, Reg::Arg(2), libc::IPV6_V6ONLY as u64);
+        <Native as Arch>::set(&mut changed, Reg::Arg(3), scratch);
+        <Native as Arch>::set(&mut changed, Reg::Arg(4), scratch + 4);
+        self.apply(
+            pid,
+            *regs,
+            &changed,
+            Fixup::AskedV6Only { fd, scratch },
+            None,
+        )
+        .map(Err)
+    }
+
     /// Skips the syscall; it returns -errno.
     fn skip(
         &mut self,
@@ -167,13 +218,4 @@ impl Tracer<'_> {
         <Native as Arch>::set(&mut changed, Reg::SyscallNr, u64::MAX);
         self.apply(pid, regs, &changed, Fixup::Return(result), report)
     }
-}
-
-/// Whether the program's AF_INET6 socket `fd` is dual-stack: asked of a copy of the
-/// socket where pidfd_getfd exists (5.6+), else the system default.
-fn dual_stack(pid: Pid, fd: i32) -> bool {
-    target::pidfd(pid)
-        .and_then(|pidfd| target::getfd(&pidfd, fd))
-        .and_then(|sock| target::sock_dual_stack(&sock))
-        .unwrap_or_else(|_| target::default_dual_stack())
 }

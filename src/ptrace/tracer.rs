@@ -30,6 +30,9 @@ pub enum Fixup {
     Return(i64),
     /// bind became dup2/dup3: its result (the fd) becomes bind's 0; errors stay.
     ReplacedBind,
+    /// bind was borrowed for getsockopt(fd, IPV6_V6ONLY) into `scratch`, on kernels
+    /// without pidfd_getfd: keep the answer and run the bind again.
+    AskedV6Only { fd: i32, scratch: u64 },
 }
 
 /// A thread stopped in a trapped syscall we are still handling.
@@ -53,6 +56,11 @@ pub struct Tracer<'p> {
     main_exec_done: bool,
     /// Inodes of the inherited sockets, to recognise them in a tracee's fd table.
     pub inherited_inodes: Vec<(RawFd, u64)>,
+    /// Whether pidfd_getfd(2) can copy a tracee's socket for us to inspect (5.6+).
+    pub has_pidfd_getfd: bool,
+    /// IPV6_V6ONLY of (fd) as a thread's borrowed getsockopt reported it, for the
+    /// bind it is about to run again.
+    pub v6only_answers: HashMap<Pid, (i32, bool)>,
 }
 
 /// How the traced program ended, or that it never started.
@@ -77,6 +85,8 @@ impl<'p> Tracer<'p> {
             main_status: None,
             main_exec_done: false,
             inherited_inodes,
+            has_pidfd_getfd: crate::engine::probe().pidfd_getfd,
+            v6only_answers: HashMap::new(),
         }
     }
 
@@ -210,6 +220,18 @@ impl<'p> Tracer<'p> {
         let pending = self.pending.remove(&pid).expect("checked above");
         let mut regs = read_regs(pid)?;
         let result = <Native as Arch>::get(&regs, crate::arch::Reg::Result) as i64;
+        if let Fixup::AskedV6Only { fd, scratch } = pending.fixup {
+            let mut value = [0u8; 4];
+            let v6only = match (result, crate::memory::read(pid, scratch, &mut value)) {
+                (0, Ok(())) => i32::from_ne_bytes(value) != 0,
+                _ => !crate::target::default_dual_stack(),
+            };
+            self.v6only_answers.insert(pid, (fd, v6only));
+            let mut again = pending.original;
+            <Native as Arch>::rewind_to_syscall(&mut again);
+            write_regs(pid, &again)?;
+            return Ok(Restart::Continue(0));
+        }
         // The kernel preserves argument registers across a syscall; compiled code may
         // rely on that, so they must read as the program left them.
         for i in 0..3 {
@@ -223,6 +245,7 @@ impl<'p> Tracer<'p> {
             Fixup::Return(value) => value,
             Fixup::ReplacedBind if result >= 0 => 0,
             Fixup::ReplacedBind => result,
+            Fixup::AskedV6Only { .. } => unreachable!("handled above"),
         };
         <Native as Arch>::set(&mut regs, crate::arch::Reg::Result, result as u64);
         write_regs(pid, &regs)?;

@@ -33,6 +33,10 @@ pub const STEP: Duration = Duration::from_millis(20);
 pub enum Engine {
     Ptrace,
     Notify,
+    /// `--engine auto` on an emulated pre-5.0 kernel (shared/tools/vm's `oldkernel`
+    /// wrapper hides user notification, pidfd_getfd and NOTIF_ADDFD): auto must pick
+    /// ptrace and every behaviour must still hold.
+    OldKernel,
 }
 
 impl Engine {
@@ -41,18 +45,41 @@ impl Engine {
         match self {
             Engine::Ptrace => &["-p"],
             Engine::Notify => &["--engine", "notify"],
+            Engine::OldKernel => &[],
+        }
+    }
+
+    /// A program and its arguments that run force-bind, for engines that need one.
+    pub fn wrapper(self) -> Option<[&'static str; 4]> {
+        match self {
+            Engine::OldKernel => Some([
+                oldkernel().expect("oldkernel wrapper"),
+                "--as",
+                "4.19",
+                "--",
+            ]),
+            _ => None,
+        }
+    }
+
+    /// Why this engine's tests cannot run here, if they cannot.
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            Engine::OldKernel => oldkernel().err(),
+            _ => None,
         }
     }
 }
 
 /// Generates one `#[test]` per engine for each `fn name(engine: Engine) { ... }`,
-/// in modules named after the engine (`ptrace::name`, `notify::name`).
-/// Use it once per test file.
+/// in modules named after the engine (`ptrace::name`, `notify::name`,
+/// `old_kernel::name`). Use it once per test file.
 #[allow(unused_macros)]
 macro_rules! engine_tests {
     ($($tests:tt)*) => {
         $crate::common::engine_module! { ptrace, Ptrace, $($tests)* }
         $crate::common::engine_module! { notify, Notify, $($tests)* }
+        $crate::common::engine_module! { old_kernel, OldKernel, $($tests)* }
     };
 }
 #[allow(unused_imports)]
@@ -71,6 +98,10 @@ macro_rules! engine_module {
                 #[test]
                 fn $name() {
                     let $engine = $crate::common::Engine::$variant;
+                    if let Some(why) = $engine.unavailable() {
+                        eprintln!("SKIPPED {}: {why}", stringify!($name));
+                        return;
+                    }
                     $body
                 }
             )*
@@ -79,6 +110,46 @@ macro_rules! engine_module {
 }
 #[allow(unused_imports)]
 pub(crate) use engine_module;
+
+/// The `oldkernel` wrapper, built once from the company's shared VM tools (checked
+/// out beside this repository, as CI has them). Err says why it is not available.
+pub fn oldkernel() -> Result<&'static str, String> {
+    static PATH: OnceLock<Result<String, String>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let src = std::env::var_os("FORCE_BIND_OLDKERNEL_C")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/vm/probe/oldkernel.c")
+            });
+        if !src.exists() {
+            return Err(format!(
+                "{} not found (the shared VM tools; set FORCE_BIND_OLDKERNEL_C to its oldkernel.c)",
+                src.display()
+            ));
+        }
+        let dir = tmp_dir().join("oldkernel");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tmp = dir.join(format!("oldkernel.{}", std::process::id()));
+        let out = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("gcc: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "gcc -static oldkernel.c failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = dir.join("oldkernel");
+        fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+        Ok(path.to_str().expect("utf-8 path").to_string())
+    })
+    .as_deref()
+    .map_err(Clone::clone)
+}
 
 // ---------------------------------------------------------------------------
 // Programs under test
@@ -240,7 +311,14 @@ fn base_command(program: impl AsRef<OsStr>) -> Command {
 
 /// `force-bind <engine options> ARGS...` (ARGS holds force-bind's options and the program).
 pub fn force_bind(engine: Engine, args: &[&str]) -> Command {
-    let mut cmd = base_command(force_bind_bin());
+    let mut cmd = match engine.wrapper() {
+        Some([program, rest @ ..]) => {
+            let mut cmd = base_command(program);
+            cmd.args(rest).arg(force_bind_bin());
+            cmd
+        }
+        None => base_command(force_bind_bin()),
+    };
     cmd.args(engine.args()).args(args);
     cmd
 }
@@ -267,6 +345,7 @@ pub fn socket_activate(
     cmd.arg("-l")
         .arg(listen.to_string())
         .args(sa_args)
+        .args(engine.wrapper().iter().flatten())
         .arg(force_bind_bin())
         .args(engine.args())
         .args(args);
