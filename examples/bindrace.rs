@@ -3,8 +3,9 @@
 //! buffer between two addresses, trying to slip the second one past a check of the
 //! first. Prints how many binds the kernel placed on each address.
 //!
-//! usage: bindrace ASKED_IP SWAP_IP TRIES
-//! output: `binds N asked A swapped S other O errors E`
+//! usage: bindrace ASKED_IP SWAP_IP TRIES [hold]
+//! output: `binds N asked A swapped S other O errors E`; with `hold`, it then waits
+//! for stdin to close (at most 30 s), so a test can look at its supervisor.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -21,8 +22,8 @@ struct Shared {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: bindrace ASKED_IP SWAP_IP TRIES");
+    if args.len() != 4 && !(args.len() == 5 && args[4] == "hold") {
+        eprintln!("usage: bindrace ASKED_IP SWAP_IP TRIES [hold]");
         std::process::exit(2);
     }
     let asked: Ipv4Addr = args[1].parse().expect("ASKED_IP");
@@ -82,4 +83,13 @@ fn main() {
     flipper.join().unwrap();
     let _ = shared.family + shared.port + shared.zero[0] as u16;
     println!("binds {n} asked {on_asked} swapped {on_swap} other {other} errors {errors}");
+    if args.len() == 5 {
+        use std::io::Read;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(30));
+    }
 }

@@ -172,27 +172,35 @@ pub fn tmp_path(stem: &str) -> PathBuf {
 }
 
 /// The `bindprobe` example, which `cargo test` builds next to the main binary.
-///
-/// `cargo test --test NAME` and `cargo test --tests` do not build examples, so when it
-/// is missing it is built once with the same cargo, profile and target directory.
 pub fn bindprobe() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let profile_dir = Path::new(force_bind_bin()).parent().expect("bin dir");
-        let probe = profile_dir.join("examples/bindprobe");
-        if !probe.exists() {
-            build_bindprobe(profile_dir);
-        }
-        assert!(
-            probe.exists(),
-            "{} is missing; run `cargo build --examples` first",
-            probe.display()
-        );
-        probe.to_str().expect("utf-8 path").to_string()
-    })
+    PATH.get_or_init(|| example("bindprobe"))
 }
 
-fn build_bindprobe(profile_dir: &Path) {
+/// The `bindrace` example: one thread binds while another rewrites the sockaddr.
+pub fn bindrace() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| example("bindrace"))
+}
+
+/// An example program's path. `cargo test --test NAME` and `cargo test --tests` do
+/// not build examples, so a missing one is built with the same cargo, profile and
+/// target directory.
+fn example(name: &str) -> String {
+    let profile_dir = Path::new(force_bind_bin()).parent().expect("bin dir");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        build_example(profile_dir, name);
+    }
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo build --examples` first",
+        path.display()
+    );
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+fn build_example(profile_dir: &Path, name: &str) {
     let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
         Some("debug") => "dev",
         Some(other) => other,
@@ -202,24 +210,17 @@ fn build_bindprobe(profile_dir: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "bindprobe",
-            "--profile",
-            profile,
-        ])
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null())
         .output()
-        .expect("run cargo build --example bindprobe");
+        .expect("run cargo build --example");
     assert!(
         out.status.success(),
-        "cargo build --example bindprobe failed:\n{}",
+        "cargo build --example {name} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
