@@ -1,0 +1,89 @@
+//! force-bind: run a program and take control of its bind() calls.
+//!
+//! `run` wires the pieces: the command line (cli) becomes a policy (rule, with the
+//! inherited sockets from activation), an engine (notify or ptrace, chosen by engine)
+//! carries it out on the program, and force-bind leaves with the program's status
+//! (exit). The policy modules are public for the fuzz targets and benchmarks.
+
+#[path = "../arch/mod.rs"]
+mod arch;
+
+mod activation;
+mod cli;
+mod engine;
+mod exit;
+mod filter;
+mod log;
+mod memory;
+mod notify;
+mod ptrace;
+pub mod rule;
+pub mod sockaddr;
+mod spawn;
+mod target;
+
+use std::process::ExitCode;
+
+use cli::CliError;
+use log::warn;
+
+const VERSION: &str = env!("FORCE_BIND_VERSION");
+
+/// The whole program: parse `std::env::args_os()`, run, and say how to exit.
+pub fn run() -> ExitCode {
+    let options = match cli::parse(std::env::args_os()) {
+        Ok(options) => options,
+        Err(CliError::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Usage(message)) => {
+            eprintln!("force-bind: {message}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    log::set_level(options.level);
+    if options.version {
+        println!("force-bind {VERSION}");
+        println!("{}", engine::describe());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(nsecs) = &options.ignored_timeout {
+        warn!("-t {nsecs} is ignored: force-bind no longer needs a timeout");
+    }
+
+    let inherited = activation::inherited(&options.rules);
+    let policy = rule::Policy {
+        rules: options.rules,
+        inherited,
+        skip_listen_on_replaced: options.skip_listen,
+    };
+    let env = activation::program_env(options.pass_listen_fds);
+    let set_listen_pid = options.pass_listen_fds && policy.inherited.systemd_count > 0;
+    let mut program = match spawn::Program::new(&options.command, env, set_listen_pid) {
+        Ok(program) => program,
+        Err(e) => return fail_spawn(&e),
+    };
+
+    // The policy lives as long as the process; the notify engine's threads share it.
+    let policy: &'static rule::Policy = Box::leak(Box::new(policy));
+    let result = engine::run(options.engine, policy, &mut program);
+    match result {
+        Ok(status) => exit::leave(status),
+        Err(e) => match e.downcast_ref::<spawn::SpawnError>() {
+            Some(spawn_error) => fail_spawn(spawn_error),
+            None => {
+                eprintln!("force-bind: {e:#}");
+                ExitCode::from(exit::INTERNAL as u8)
+            }
+        },
+    }
+}
+
+fn fail_spawn(e: &spawn::SpawnError) -> ExitCode {
+    eprintln!("force-bind: {e}");
+    ExitCode::from(match e {
+        spawn::SpawnError::NotFound(_) => exit::NOT_FOUND as u8,
+        spawn::SpawnError::NotExecutable(..) => exit::NOT_EXECUTABLE as u8,
+    })
+}
