@@ -23,14 +23,26 @@ compile_error!("force-bind supports x86_64 and aarch64 only");
 pub enum Reg {
     /// The syscall the kernel will run (x86_64 orig_rax, aarch64 NT_ARM_SYSTEM_CALL).
     SyscallNr,
-    /// Argument 0 to 5.
+    /// Argument 0 to 5 of the native ABI.
     Arg(usize),
+    /// Argument 0 to 5 of the 32-bit compat ABI (i386 ebx.., AArch32 r0..).
+    CompatArg(usize),
     /// The return value the program will see, valid at syscall exit.
     Result,
     StackPointer,
 }
 
-/// The syscall numbers force-bind traps or rewrites to, for one ABI.
+impl Reg {
+    /// Argument `i` in the convention of `kind`.
+    pub fn arg(kind: AbiKind, i: usize) -> Reg {
+        match kind {
+            AbiKind::Compat => Reg::CompatArg(i),
+            _ => Reg::Arg(i),
+        }
+    }
+}
+
+/// The syscall numbers force-bind's own probes use (native ABI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Syscalls {
     pub bind: u32,
@@ -43,18 +55,37 @@ pub struct Syscalls {
     pub getsockopt: u32,
 }
 
+/// How force-bind treats one syscall ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiKind {
+    /// The architecture's own: trapped and handled.
+    Native,
+    /// The 32-bit compat ABI (i386 via int $0x80, AArch32): trapped and handled, with
+    /// 32-bit arguments in their own registers.
+    Compat,
+    /// Refused in the filter (x32, which nobody runs): its binds fail with EPERM.
+    Denied,
+}
+
 /// One syscall ABI a process of this architecture can use, as seccomp sees it:
-/// seccomp_data.arch, and the number range (x32 shares x86_64's arch and sets bit 30).
+/// seccomp_data.arch, and the number range (x32 shares x86_64's arch and sets bit 30),
+/// with the numbers of the syscalls force-bind traps or turns a call into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abi {
     pub name: &'static str,
+    pub kind: AbiKind,
     pub audit_arch: u32,
     /// Added to every syscall number of this ABI (x32's __X32_SYSCALL_BIT), else 0.
     pub nr_base: u32,
     pub bind: u32,
     pub listen: u32,
+    pub setsockopt: u32,
+    pub io_uring_setup: u32,
     /// socketcall(2), the multiplexer older 32-bit ABIs reach bind through.
     pub socketcall: Option<u32>,
+    /// dup2 where the ABI has it (aarch64 has only dup3).
+    pub dup2: Option<u32>,
+    pub dup3: u32,
 }
 
 /// The verbs generic code uses; implemented by each architecture's module.
@@ -71,9 +102,6 @@ pub trait Arch {
     /// Bytes below the stack pointer that the ABI lets leaf code use without moving
     /// it (x86_64's red zone); scratch data goes below them.
     const RED_ZONE: u64;
-    /// Whether the result register is argument 0's (aarch64 x0), so argument 0
-    /// cannot be restored after the syscall.
-    const RESULT_IS_ARG0: bool;
 
     /// Makes `regs`, taken at a seccomp stop, run the same syscall again when the
     /// thread resumes from a later syscall-exit-stop: the instruction pointer goes

@@ -3,7 +3,8 @@
 
 use std::ffi::OsString;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum, ValueHint};
+use clap_complete::Shell;
 
 use crate::log::Level;
 use crate::rule::{self, Rule, RuleError};
@@ -79,6 +80,12 @@ struct Args {
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
     engine: EngineChoice,
 
+    /// Let the program use io_uring. WARNING: binds made through io_uring
+    /// (IORING_OP_BIND, Linux 6.11+) bypass every rule. By default io_uring_setup
+    /// fails with ENOSYS and programs fall back to plain syscalls.
+    #[arg(long)]
+    allow_io_uring: bool,
+
     /// Keep LISTEN_FDS/LISTEN_FDNAMES for the program (LISTEN_PID set to its PID)
     #[arg(long)]
     pass_listen_fds: bool,
@@ -103,9 +110,34 @@ struct Args {
     #[arg(short = 'V', long = "version")]
     version: bool,
 
+    /// Print the force-bind(1) man page (roff) and exit
+    #[arg(long, hide = true, conflicts_with = "completions")]
+    generate_man: bool,
+
+    /// Print the completion script for SHELL and exit
+    #[arg(long, hide = true, value_name = "SHELL")]
+    completions: Option<Shell>,
+
     /// The program to run, and its arguments
-    #[arg(value_name = "PROGRAM", trailing_var_arg = true, num_args = 1..)]
+    #[arg(
+        value_name = "PROGRAM",
+        trailing_var_arg = true,
+        num_args = 1..,
+        value_hint = ValueHint::CommandWithArguments
+    )]
     command: Vec<OsString>,
+}
+
+/// The clap definition, for the man page and the completions (manual.rs).
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+/// Documentation force-bind prints instead of running a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generate {
+    ManPage,
+    Completions(Shell),
 }
 
 /// Everything main needs from the command line.
@@ -115,10 +147,13 @@ pub struct Options {
     pub skip_listen: bool,
     pub engine: EngineChoice,
     pub pass_listen_fds: bool,
+    pub allow_io_uring: bool,
     pub level: Level,
     pub ignored_timeout: Option<String>,
     pub version: bool,
-    /// PROGRAM and its arguments; empty only with --version.
+    /// --generate-man or --completions: print that and exit.
+    pub generate: Option<Generate>,
+    /// PROGRAM and its arguments; empty only with --version or `generate`.
     pub command: Vec<OsString>,
 }
 
@@ -170,7 +205,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Options, CliEr
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Usage(e.reason))?;
 
-    if args.command.is_empty() && !args.version {
+    let generate = match (args.generate_man, args.completions) {
+        (true, _) => Some(Generate::ManPage),
+        (false, Some(shell)) => Some(Generate::Completions(shell)),
+        (false, None) => None,
+    };
+    if args.command.is_empty() && !args.version && generate.is_none() {
         return Err(CliError::Usage(
             "missing PROGRAM to run (try 'force-bind -h')".into(),
         ));
@@ -190,9 +230,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Options, CliEr
             args.engine
         },
         pass_listen_fds: args.pass_listen_fds,
+        allow_io_uring: args.allow_io_uring,
         level,
         ignored_timeout: args.timeout,
         version: args.version,
+        generate,
         command: args.command,
     })
 }

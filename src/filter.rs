@@ -1,6 +1,7 @@
 // filter.rs: the seccomp BPF program. Only the syscalls the policy needs are trapped
-// (bind, and listen when a rule needs it), so everything else runs at full speed,
-// paying just the few instructions below. One section per syscall ABI, as in proot.
+// (bind; listen when the policy needs it; io_uring_setup to refuse it), so everything
+// else runs at full speed, paying just a few instructions. One section per syscall
+// ABI, as in proot: the native one, the 32-bit compat one (i386, AArch32), x32.
 //
 // Written by hand rather than with seccompiler's SeccompFilter: that compiles one
 // action for all matched syscalls and one architecture per program, while we need a
@@ -10,22 +11,88 @@
 
 use seccompiler::{SeccompAction, sock_filter};
 
-use crate::arch::{Abi, Arch};
+use crate::arch::{Abi, AbiKind, Arch};
 
-/// The data a SECCOMP_RET_TRACE carries, so the tracer knows which syscall stopped
-/// without looking at registers (PTRACE_GETEVENTMSG returns it).
+/// A trapped call, as the engines see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum TrapCode {
-    Bind = 1,
-    Listen = 2,
+pub enum Call {
+    Bind,
+    Listen,
+    /// Refused (ENOSYS) unless --allow-io-uring: io_uring's IORING_OP_BIND and
+    /// IORING_OP_LISTEN (6.11+) never pass through seccomp.
+    IoUringSetup,
 }
 
-impl TrapCode {
-    pub fn from_data(data: u64) -> Option<TrapCode> {
-        match data {
-            1 => Some(TrapCode::Bind),
-            2 => Some(TrapCode::Listen),
+/// Which trapped call stopped, in which ABI, and whether through socketcall(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trapped {
+    pub call: Call,
+    pub abi: AbiKind,
+    /// The arguments are a u32 array in the caller's memory (socketcall).
+    pub via_socketcall: bool,
+}
+
+impl Trapped {
+    /// The SECCOMP_RET_TRACE data for this trap: PTRACE_GETEVENTMSG returns it, so
+    /// the tracer knows what stopped without looking at registers.
+    pub fn code(self) -> u16 {
+        let call = match self.call {
+            Call::Bind => 1,
+            Call::Listen => 2,
+            Call::IoUringSetup => 3,
+        };
+        call | (self.via_socketcall as u16) << 4 | ((self.abi == AbiKind::Compat) as u16) << 5
+    }
+
+    pub fn from_code(data: u64) -> Option<Trapped> {
+        let call = match data & 0xf {
+            1 => Call::Bind,
+            2 => Call::Listen,
+            3 => Call::IoUringSetup,
+            _ => return None,
+        };
+        let abi = if data & 1 << 5 != 0 {
+            AbiKind::Compat
+        } else {
+            AbiKind::Native
+        };
+        (data < 1 << 6).then_some(Trapped {
+            call,
+            abi,
+            via_socketcall: data & 1 << 4 != 0,
+        })
+    }
+
+    /// What a user notification is about, from its seccomp_data: the notify
+    /// engine's counterpart of `from_code`.
+    pub fn classify<A: Arch>(arch: u32, nr: u32, arg0: u64) -> Option<Trapped> {
+        let abi = std::iter::once(&A::NATIVE)
+            .chain(A::FOREIGN)
+            .find(|abi| abi.audit_arch == arch && abi.kind != AbiKind::Denied)?;
+        let direct = |call| {
+            Some(Trapped {
+                call,
+                abi: abi.kind,
+                via_socketcall: false,
+            })
+        };
+        let nr = nr.checked_sub(abi.nr_base)?;
+        match nr {
+            n if n == abi.bind => direct(Call::Bind),
+            n if n == abi.listen => direct(Call::Listen),
+            n if n == abi.io_uring_setup => direct(Call::IoUringSetup),
+            n if Some(n) == abi.socketcall => {
+                let call = match arg0 as u32 {
+                    SYS_BIND => Call::Bind,
+                    SYS_LISTEN => Call::Listen,
+                    _ => return None,
+                };
+                Some(Trapped {
+                    call,
+                    abi: abi.kind,
+                    via_socketcall: true,
+                })
+            }
             _ => None,
         }
     }
@@ -34,18 +101,36 @@ impl TrapCode {
 /// How trapped syscalls reach the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trap {
-    /// SECCOMP_RET_TRACE with the syscall's TrapCode: a ptrace seccomp stop.
+    /// SECCOMP_RET_TRACE with the call's code: a ptrace seccomp stop.
     Trace,
     /// SECCOMP_RET_USER_NOTIF: a notification on the listener fd.
-    #[allow(dead_code)] // the notify engine's (issue 4); built and tested here
     Notify,
 }
 
-/// What the filter traps, besides bind.
+/// What the filter does besides trapping bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Traps {
     pub trap: Trap,
+    /// Trap listen(): for -L, and for the implicit bind of an unbound socket.
     pub listen: bool,
+    /// Trap io_uring_setup() to refuse it (the default).
+    pub io_uring: bool,
+    /// Refuse SCTP's setsockopt(SCTP_SOCKOPT_BINDX_ADD), a bind by another name.
+    pub sctp_bindx: bool,
+}
+
+impl Traps {
+    /// What `policy` needs trapped, delivered as `trap`.
+    pub fn for_policy(policy: &crate::rule::Policy, trap: Trap) -> Traps {
+        Traps {
+            trap,
+            listen: policy.skip_listen_on_replaced || policy.restricts_wildcard(),
+            io_uring: !policy.allow_io_uring,
+            // With no rule force-bind only watches; a bind by another name is still a
+            // bind the policy cannot see, so any rule refuses it.
+            sctp_bindx: !policy.rules.is_empty(),
+        }
+    }
 }
 
 const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
@@ -68,10 +153,14 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// socketcall(2) call numbers (<linux/net.h>).
 const SYS_BIND: u32 = 2;
+const SYS_LISTEN: u32 = 4;
+/// SOL_SCTP and SCTP_SOCKOPT_BINDX_ADD (<linux/sctp.h>).
+const SOL_SCTP: u32 = 132;
+const SCTP_SOCKOPT_BINDX_ADD: u32 = 100;
 
-fn ret_trap(traps: Traps, code: TrapCode) -> u32 {
+fn ret_trap(traps: Traps, trapped: Trapped) -> u32 {
     match traps.trap {
-        Trap::Trace => SeccompAction::Trace(code as u32).into(),
+        Trap::Trace => SeccompAction::Trace(trapped.code() as u32).into(),
         Trap::Notify => SECCOMP_RET_USER_NOTIF,
     }
 }
@@ -80,16 +169,14 @@ fn ret_allow() -> u32 {
     SeccompAction::Allow.into()
 }
 
-/// Until the engines understand foreign ABIs, a bind through one is refused rather
-/// than let through unchecked (fail closed).
-fn ret_foreign_bind() -> u32 {
-    SeccompAction::Errno(libc::EPERM as u32).into()
+fn ret_errno(errno: i32) -> u32 {
+    SeccompAction::Errno(errno as u32).into()
 }
 
 /// A forward-only BPF assembler with named labels, resolved at the end.
 struct Asm {
-    insns: Vec<(sock_filter, Option<(&'static str, &'static str)>)>,
-    labels: Vec<(&'static str, usize)>,
+    insns: Vec<(sock_filter, Option<(String, String)>)>,
+    labels: Vec<(String, usize)>,
 }
 
 impl Asm {
@@ -117,7 +204,7 @@ impl Asm {
         self.op(RET_K, action);
     }
     /// Jump to `jt` if the test holds, else to `jf` ("" = the next instruction).
-    fn jump(&mut self, code: u16, k: u32, jt: &'static str, jf: &'static str) {
+    fn jump(&mut self, code: u16, k: u32, jt: &str, jf: &str) {
         self.insns.push((
             sock_filter {
                 code,
@@ -125,11 +212,15 @@ impl Asm {
                 jf: 0,
                 k,
             },
-            Some((jt, jf)),
+            Some((jt.to_string(), jf.to_string())),
         ));
     }
-    fn label(&mut self, name: &'static str) {
-        self.labels.push((name, self.insns.len()));
+    fn label(&mut self, name: &str) {
+        assert!(
+            self.labels.iter().all(|(n, _)| n != name),
+            "label {name} defined twice"
+        );
+        self.labels.push((name.to_string(), self.insns.len()));
     }
     fn finish(self) -> Vec<sock_filter> {
         let find = |name: &str, at: usize| -> u8 {
@@ -139,13 +230,15 @@ impl Asm {
             let target = self
                 .labels
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| n == name)
                 .expect("undefined label")
                 .1;
             u8::try_from(target - at - 1).expect("jump too long")
         };
         self.insns
             .iter()
+            .map(|(insn, _)| insn)
+            .zip(self.insns.iter().map(|(_, j)| j))
             .enumerate()
             .map(|(at, (insn, jumps))| match jumps {
                 Some((jt, jf)) => sock_filter {
@@ -159,70 +252,159 @@ impl Asm {
     }
 }
 
-/// The whole program for architecture `A`.
+/// The whole program for architecture `A`: a dispatch on seccomp_data.arch, then one
+/// section per ABI. The native section comes first and is the shortest path, since
+/// every syscall of the program runs through it.
 pub fn build<A: Arch>(traps: Traps) -> Vec<sock_filter> {
-    let native = A::NATIVE;
-    // x32 shares x86_64's audit arch: told apart by its number range.
-    let same_arch: Option<&Abi> = A::FOREIGN
-        .iter()
-        .find(|abi| abi.audit_arch == native.audit_arch);
-    let other_arch: Vec<&Abi> = A::FOREIGN
-        .iter()
-        .filter(|abi| abi.audit_arch != native.audit_arch)
-        .collect();
-    const FOREIGN_LABELS: [&str; 2] = ["foreign0", "foreign1"];
-    assert!(other_arch.len() <= FOREIGN_LABELS.len());
-
+    let abis: Vec<&Abi> = std::iter::once(&A::NATIVE).chain(A::FOREIGN).collect();
     let mut a = Asm::new();
     a.ld(DATA_ARCH);
-    a.jump(JEQ_K, native.audit_arch, "native", "");
-    for (abi, label) in other_arch.iter().zip(FOREIGN_LABELS) {
-        a.jump(JEQ_K, abi.audit_arch, label, "");
+    let mut arches: Vec<u32> = Vec::new();
+    for abi in &abis {
+        if !arches.contains(&abi.audit_arch) {
+            arches.push(abi.audit_arch);
+            a.jump(
+                JEQ_K,
+                abi.audit_arch,
+                &format!("arch_{:x}", abi.audit_arch),
+                "",
+            );
+        }
     }
     // An architecture this process cannot have: nothing sensible to allow.
     a.ret(RET_KILL);
 
-    a.label("native");
-    a.ld(DATA_NR);
-    if let Some(x32) = same_arch {
-        a.jump(JGE_K, x32.nr_base, "same_arch_foreign", "");
-    }
-    a.jump(JEQ_K, native.bind, "trap_bind", "");
-    if traps.listen {
-        a.jump(JEQ_K, native.listen, "trap_listen", "");
-    }
-    a.ret(ret_allow());
-    a.label("trap_bind");
-    a.ret(ret_trap(traps, TrapCode::Bind));
-    if traps.listen {
-        a.label("trap_listen");
-        a.ret(ret_trap(traps, TrapCode::Listen));
-    }
-
-    if let Some(x32) = same_arch {
-        a.label("same_arch_foreign");
-        a.jump(JEQ_K, x32.nr_base + x32.bind, "deny_foreign", "");
-        a.ret(ret_allow());
-    }
-
-    for (abi, label) in other_arch.iter().zip(FOREIGN_LABELS) {
-        a.label(label);
+    for arch in arches {
+        a.label(&format!("arch_{arch:x}"));
         a.ld(DATA_NR);
-        a.jump(JEQ_K, abi.nr_base + abi.bind, "deny_foreign", "");
-        match abi.socketcall {
-            Some(socketcall) => {
-                a.jump(JEQ_K, abi.nr_base + socketcall, "", "allow");
-                a.ld(data_arg_low(0));
-                a.jump(JEQ_K, SYS_BIND, "deny_foreign", "allow");
+        // ABIs sharing an arch (x86_64 and x32) are told apart by number range,
+        // highest base first.
+        let mut same: Vec<&&Abi> = abis.iter().filter(|abi| abi.audit_arch == arch).collect();
+        same.sort_by_key(|abi| std::cmp::Reverse(abi.nr_base));
+        for abi in &same {
+            if abi.nr_base > 0 {
+                a.jump(JGE_K, abi.nr_base, &format!("abi_{}", abi.name), "");
             }
-            None => a.ret(ret_allow()),
+        }
+        for abi in same.iter().rev() {
+            if abi.nr_base > 0 {
+                a.label(&format!("abi_{}", abi.name));
+            }
+            section(&mut a, abi, traps);
         }
     }
-    a.label("allow");
-    a.ret(ret_allow());
-    a.label("deny_foreign");
-    a.ret(ret_foreign_bind());
+    a.label("deny_bind");
+    a.ret(ret_errno(libc::EPERM));
+    a.label("deny_io_uring");
+    a.ret(ret_errno(libc::ENOSYS));
     a.finish()
+}
+
+/// One ABI's checks, entered with the syscall number in the accumulator.
+fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
+    let n = abi.name;
+    let at = |what: &str| format!("{n}_{what}");
+    let nr = |x: u32| abi.nr_base + x;
+    let trap = |call, via_socketcall| {
+        ret_trap(
+            traps,
+            Trapped {
+                call,
+                abi: abi.kind,
+                via_socketcall,
+            },
+        )
+    };
+    let denied = abi.kind == AbiKind::Denied;
+
+    a.jump(
+        JEQ_K,
+        nr(abi.bind),
+        &if denied {
+            "deny_bind".into()
+        } else {
+            at("bind")
+        },
+        "",
+    );
+    if traps.listen {
+        a.jump(
+            JEQ_K,
+            nr(abi.listen),
+            &if denied {
+                "deny_bind".into()
+            } else {
+                at("listen")
+            },
+            "",
+        );
+    }
+    if traps.io_uring {
+        a.jump(
+            JEQ_K,
+            nr(abi.io_uring_setup),
+            &if denied {
+                "deny_io_uring".into()
+            } else {
+                at("io_uring")
+            },
+            "",
+        );
+    }
+    if traps.sctp_bindx {
+        a.jump(JEQ_K, nr(abi.setsockopt), &at("setsockopt"), "");
+    }
+    if let Some(socketcall) = abi.socketcall {
+        a.jump(JEQ_K, nr(socketcall), &at("socketcall"), "");
+    }
+    a.ret(ret_allow());
+    if !denied {
+        a.label(&at("bind"));
+        a.ret(trap(Call::Bind, false));
+        if traps.listen {
+            a.label(&at("listen"));
+            a.ret(trap(Call::Listen, false));
+        }
+        if traps.io_uring {
+            a.label(&at("io_uring"));
+            a.ret(trap(Call::IoUringSetup, false));
+        }
+    }
+    if traps.sctp_bindx {
+        // setsockopt(fd, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, ...): refused outright.
+        a.label(&at("setsockopt"));
+        a.ld(data_arg_low(1));
+        a.jump(JEQ_K, SOL_SCTP, "", &at("allow"));
+        a.ld(data_arg_low(2));
+        a.jump(JEQ_K, SCTP_SOCKOPT_BINDX_ADD, "deny_bind", &at("allow"));
+    }
+    if abi.socketcall.is_some() {
+        a.label(&at("socketcall"));
+        a.ld(data_arg_low(0));
+        a.jump(JEQ_K, SYS_BIND, &at("socketcall_bind"), "");
+        if traps.listen {
+            a.jump(JEQ_K, SYS_LISTEN, &at("socketcall_listen"), "");
+        }
+        a.ret(ret_allow());
+        a.label(&at("socketcall_bind"));
+        a.ret(if denied {
+            ret_errno(libc::EPERM)
+        } else {
+            trap(Call::Bind, true)
+        });
+        if traps.listen {
+            a.label(&at("socketcall_listen"));
+            a.ret(if denied {
+                ret_errno(libc::EPERM)
+            } else {
+                trap(Call::Listen, true)
+            });
+        }
+    }
+    if traps.sctp_bindx {
+        a.label(&at("allow"));
+        a.ret(ret_allow());
+    }
 }
 
 /// A program that RET_TRACEs syscall `nr` of the native ABI and allows everything
@@ -248,11 +430,13 @@ mod tests {
 
     /// A classic-BPF interpreter for the few instructions we emit, to check what the
     /// program does, not only what it is.
-    fn run(prog: &[sock_filter], nr: u32, arch: u32, arg0: u64) -> u32 {
+    fn run(prog: &[sock_filter], nr: u32, arch: u32, args: [u64; 3]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_ne_bytes());
         data[4..8].copy_from_slice(&arch.to_ne_bytes());
-        data[16..24].copy_from_slice(&arg0.to_ne_bytes());
+        for (i, arg) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+        }
         let mut acc = 0u32;
         let mut pc = 0usize;
         for _ in 0..prog.len() {
@@ -272,98 +456,217 @@ mod tests {
         panic!("fell off the end of the program")
     }
 
-    const TRACE_BIND: u32 = 0x7ff0_0000 | 1;
-    const TRACE_LISTEN: u32 = 0x7ff0_0000 | 2;
     const ALLOW: u32 = 0x7fff_0000;
     const EPERM: u32 = 0x0005_0000 | 1;
+    const ENOSYS: u32 = 0x0005_0000 | 38;
+    fn trace(call: Call, abi: AbiKind, via_socketcall: bool) -> u32 {
+        0x7ff0_0000
+            | Trapped {
+                call,
+                abi,
+                via_socketcall,
+            }
+            .code() as u32
+    }
+    const ALL: Traps = Traps {
+        trap: Trap::Trace,
+        listen: true,
+        io_uring: true,
+        sctp_bindx: true,
+    };
 
     #[test]
     fn x86_64_behaviour() {
-        let p = build::<X86_64>(Traps {
-            trap: Trap::Trace,
-            listen: true,
-        });
+        use AbiKind::*;
+        use Call::*;
+        let p = build::<X86_64>(ALL);
+        let x32 = 0x4000_0000;
         let cases = [
-            (49, AUDIT_ARCH_X86_64, 0, TRACE_BIND),
-            (50, AUDIT_ARCH_X86_64, 0, TRACE_LISTEN),
-            (110, AUDIT_ARCH_X86_64, 0, ALLOW),
-            (0x4000_0000 | 49, AUDIT_ARCH_X86_64, 0, EPERM),
-            (0x4000_0000 | 1, AUDIT_ARCH_X86_64, 0, ALLOW),
-            (361, AUDIT_ARCH_I386, 0, EPERM),
-            (102, AUDIT_ARCH_I386, 2, EPERM),
-            (102, AUDIT_ARCH_I386, 0xffff_ffff_0000_0002, EPERM),
-            (102, AUDIT_ARCH_I386, 3, ALLOW),
-            (49, AUDIT_ARCH_I386, 0, ALLOW),
-            (49, AUDIT_ARCH_AARCH64, 0, RET_KILL),
+            (49, AUDIT_ARCH_X86_64, [0, 0, 0], trace(Bind, Native, false)),
+            (
+                50,
+                AUDIT_ARCH_X86_64,
+                [0, 0, 0],
+                trace(Listen, Native, false),
+            ),
+            (
+                425,
+                AUDIT_ARCH_X86_64,
+                [0, 0, 0],
+                trace(IoUringSetup, Native, false),
+            ),
+            (54, AUDIT_ARCH_X86_64, [3, 132, 100], EPERM),
+            (54, AUDIT_ARCH_X86_64, [3, 132, 101], ALLOW),
+            (54, AUDIT_ARCH_X86_64, [3, 1, 100], ALLOW),
+            (110, AUDIT_ARCH_X86_64, [0, 0, 0], ALLOW),
+            (x32 | 49, AUDIT_ARCH_X86_64, [0, 0, 0], EPERM),
+            (x32 | 50, AUDIT_ARCH_X86_64, [0, 0, 0], EPERM),
+            (x32 | 425, AUDIT_ARCH_X86_64, [0, 0, 0], ENOSYS),
+            (x32 | 541, AUDIT_ARCH_X86_64, [3, 132, 100], EPERM),
+            (x32 | 1, AUDIT_ARCH_X86_64, [0, 0, 0], ALLOW),
+            (361, AUDIT_ARCH_I386, [0, 0, 0], trace(Bind, Compat, false)),
+            (
+                363,
+                AUDIT_ARCH_I386,
+                [0, 0, 0],
+                trace(Listen, Compat, false),
+            ),
+            (
+                425,
+                AUDIT_ARCH_I386,
+                [0, 0, 0],
+                trace(IoUringSetup, Compat, false),
+            ),
+            (366, AUDIT_ARCH_I386, [3, 132, 100], EPERM),
+            (102, AUDIT_ARCH_I386, [2, 0, 0], trace(Bind, Compat, true)),
+            (
+                102,
+                AUDIT_ARCH_I386,
+                [0xffff_ffff_0000_0002, 0, 0],
+                trace(Bind, Compat, true),
+            ),
+            (102, AUDIT_ARCH_I386, [4, 0, 0], trace(Listen, Compat, true)),
+            (102, AUDIT_ARCH_I386, [3, 0, 0], ALLOW),
+            (49, AUDIT_ARCH_I386, [0, 0, 0], ALLOW),
+            (49, AUDIT_ARCH_AARCH64, [0, 0, 0], 0),
         ];
-        for (nr, arch, arg0, want) in cases {
+        for (nr, arch, args, want) in cases {
             assert_eq!(
-                run(&p, nr, arch, arg0),
+                run(&p, nr, arch, args),
                 want,
-                "nr {nr:#x} arch {arch:#x} arg0 {arg0:#x}"
+                "nr {nr:#x} arch {arch:#x} args {args:x?}"
             );
         }
         let p = build::<X86_64>(Traps {
             trap: Trap::Trace,
             listen: false,
+            io_uring: false,
+            sctp_bindx: false,
         });
-        assert_eq!(run(&p, 50, AUDIT_ARCH_X86_64, 0), ALLOW);
-        assert_eq!(run(&p, 49, AUDIT_ARCH_X86_64, 0), TRACE_BIND);
+        assert_eq!(run(&p, 50, AUDIT_ARCH_X86_64, [0; 3]), ALLOW);
+        assert_eq!(run(&p, 425, AUDIT_ARCH_X86_64, [0; 3]), ALLOW);
+        assert_eq!(run(&p, 54, AUDIT_ARCH_X86_64, [3, 132, 100]), ALLOW);
+        assert_eq!(run(&p, 102, AUDIT_ARCH_I386, [4, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&p, 49, AUDIT_ARCH_X86_64, [0; 3]),
+            trace(Bind, Native, false)
+        );
         let p = build::<X86_64>(Traps {
             trap: Trap::Notify,
-            listen: true,
+            ..ALL
         });
-        assert_eq!(run(&p, 49, AUDIT_ARCH_X86_64, 0), SECCOMP_RET_USER_NOTIF);
-        assert_eq!(run(&p, 50, AUDIT_ARCH_X86_64, 0), SECCOMP_RET_USER_NOTIF);
+        for (nr, arch, arg0) in [
+            (49, AUDIT_ARCH_X86_64, 0),
+            (50, AUDIT_ARCH_X86_64, 0),
+            (102, AUDIT_ARCH_I386, 2),
+        ] {
+            assert_eq!(run(&p, nr, arch, [arg0, 0, 0]), SECCOMP_RET_USER_NOTIF);
+        }
     }
 
     #[test]
     fn aarch64_behaviour() {
+        use AbiKind::*;
         let p = build::<Aarch64>(Traps {
-            trap: Trap::Trace,
             listen: false,
+            ..ALL
         });
         let cases = [
-            (200, AUDIT_ARCH_AARCH64, TRACE_BIND),
+            (200, AUDIT_ARCH_AARCH64, trace(Call::Bind, Native, false)),
             (201, AUDIT_ARCH_AARCH64, ALLOW),
-            (282, AUDIT_ARCH_ARM, EPERM),
+            (282, AUDIT_ARCH_ARM, trace(Call::Bind, Compat, false)),
+            (
+                425,
+                AUDIT_ARCH_ARM,
+                trace(Call::IoUringSetup, Compat, false),
+            ),
             (200, AUDIT_ARCH_ARM, ALLOW),
-            (200, AUDIT_ARCH_X86_64, RET_KILL),
+            (200, AUDIT_ARCH_X86_64, 0),
         ];
         for (nr, arch, want) in cases {
-            assert_eq!(run(&p, nr, arch, 0), want, "nr {nr} arch {arch:#x}");
+            assert_eq!(run(&p, nr, arch, [0; 3]), want, "nr {nr} arch {arch:#x}");
         }
     }
 
-    /// The exact program, so any change to it is a deliberate one.
+    /// Every code survives the trip through RET_TRACE data, and `classify` reads a
+    /// notification the way the filter trapped it.
     #[test]
-    fn x86_64_golden() {
+    fn codes_and_classification_agree() {
+        let mut seen = Vec::new();
+        for call in [Call::Bind, Call::Listen, Call::IoUringSetup] {
+            for abi in [AbiKind::Native, AbiKind::Compat] {
+                for via_socketcall in [false, true] {
+                    let t = Trapped {
+                        call,
+                        abi,
+                        via_socketcall,
+                    };
+                    assert_eq!(Trapped::from_code(t.code() as u64), Some(t));
+                    assert!(!seen.contains(&t.code()));
+                    seen.push(t.code());
+                }
+            }
+        }
+        assert_eq!(Trapped::from_code(0), None);
+        assert_eq!(Trapped::from_code(1 << 6 | 1), None);
+        let c = Trapped::classify::<X86_64>;
+        let t = |call, abi, via_socketcall| {
+            Some(Trapped {
+                call,
+                abi,
+                via_socketcall,
+            })
+        };
+        assert_eq!(
+            c(AUDIT_ARCH_X86_64, 49, 0),
+            t(Call::Bind, AbiKind::Native, false)
+        );
+        assert_eq!(
+            c(AUDIT_ARCH_I386, 361, 0),
+            t(Call::Bind, AbiKind::Compat, false)
+        );
+        assert_eq!(
+            c(AUDIT_ARCH_I386, 102, 2),
+            t(Call::Bind, AbiKind::Compat, true)
+        );
+        assert_eq!(
+            c(AUDIT_ARCH_I386, 102, 4),
+            t(Call::Listen, AbiKind::Compat, true)
+        );
+        assert_eq!(c(AUDIT_ARCH_I386, 102, 3), None);
+        assert_eq!(c(AUDIT_ARCH_X86_64, 0x4000_0031, 0), None);
+        assert_eq!(
+            c(AUDIT_ARCH_X86_64, 425, 0),
+            t(Call::IoUringSetup, AbiKind::Native, false)
+        );
+    }
+
+    /// The exact native path, so any change to what every syscall pays is deliberate.
+    #[test]
+    fn x86_64_golden_prefix() {
         let p = build::<X86_64>(Traps {
             trap: Trap::Trace,
-            listen: true,
+            listen: false,
+            io_uring: true,
+            sctp_bindx: true,
         });
-        let got: Vec<(u16, u8, u8, u32)> = p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        let got: Vec<(u16, u8, u8, u32)> = p
+            .iter()
+            .take(11)
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect();
         let want: Vec<(u16, u8, u8, u32)> = vec![
             (0x20, 0, 0, 4),            // ld arch
-            (0x15, 2, 0, 0xc000_003e),  // x86_64 -> native
-            (0x15, 10, 0, 0x4000_0003), // i386 -> foreign0
+            (0x15, 2, 0, 0xc000_003e),  // x86_64
+            (0x15, 23, 0, 0x4000_0003), // i386
             (0x06, 0, 0, 0),            // kill
-            (0x20, 0, 0, 0),            // native: ld nr
-            (0x35, 5, 0, 0x4000_0000),  // x32 range
-            (0x15, 2, 0, 49),           // bind
-            (0x15, 2, 0, 50),           // listen
+            (0x20, 0, 0, 0),            // ld nr
+            (0x35, 11, 0, 0x4000_0000), // x32 range
+            (0x15, 3, 0, 49),           // bind
+            (0x15, 3, 0, 425),          // io_uring_setup
+            (0x15, 3, 0, 54),           // setsockopt
             (0x06, 0, 0, ALLOW),
-            (0x06, 0, 0, TRACE_BIND),
-            (0x06, 0, 0, TRACE_LISTEN),
-            (0x15, 7, 0, 0x4000_0031), // x32 bind
-            (0x06, 0, 0, ALLOW),
-            (0x20, 0, 0, 0),     // i386: ld nr
-            (0x15, 4, 0, 361),   // bind
-            (0x15, 0, 2, 102),   // socketcall
-            (0x20, 0, 0, 16),    // ld args[0]
-            (0x15, 1, 0, 2),     // SYS_BIND
-            (0x06, 0, 0, ALLOW), // allow
-            (0x06, 0, 0, EPERM), // deny_foreign
+            (0x06, 0, 0, 0x7ff0_0001), // trace bind
         ];
         assert_eq!(got, want);
     }

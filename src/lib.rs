@@ -14,10 +14,12 @@ mod engine;
 mod exit;
 mod filter;
 mod log;
+mod manual;
 mod memory;
 mod notify;
 mod ptrace;
 pub mod rule;
+mod sidebind;
 pub mod sockaddr;
 mod spawn;
 mod target;
@@ -43,6 +45,9 @@ pub fn run() -> ExitCode {
         }
     };
     log::set_level(options.level);
+    if let Some(what) = options.generate {
+        return print_documentation(what);
+    }
     if options.version {
         println!("force-bind {VERSION}");
         println!("{}", engine::describe());
@@ -57,6 +62,7 @@ pub fn run() -> ExitCode {
         rules: options.rules,
         inherited,
         skip_listen_on_replaced: options.skip_listen,
+        allow_io_uring: options.allow_io_uring,
     };
     let env = activation::program_env(options.pass_listen_fds);
     let set_listen_pid = options.pass_listen_fds && policy.inherited.systemd_count > 0;
@@ -77,6 +83,25 @@ pub fn run() -> ExitCode {
                 ExitCode::from(exit::INTERNAL as u8)
             }
         },
+    }
+}
+
+/// `--generate-man` / `--completions SHELL`: the page or script on stdout.
+fn print_documentation(what: cli::Generate) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        cli::Generate::ManPage => manual::write_man_page(VERSION, &mut out),
+        cli::Generate::Completions(shell) => {
+            manual::write_completions(shell, &mut out);
+            Ok(())
+        }
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("force-bind: cannot write to stdout: {e}");
+            ExitCode::from(exit::INTERNAL as u8)
+        }
     }
 }
 

@@ -88,3 +88,11 @@ pub fn outcome(result: i64) -> String {
         "ok".to_string()
     }
 }
+
+/// The -v line for a refused io_uring_setup(), the same in both engines.
+pub fn io_uring_refused(pid: nix::unistd::Pid) {
+    verbose!(
+        "pid {pid} ({}): io_uring_setup refused (ENOSYS): binds through io_uring would bypass the policy (--allow-io-uring)",
+        crate::target::comm(pid)
+    );
+}

@@ -372,6 +372,8 @@ pub struct Policy {
     pub inherited: Inherited,
     /// `-L`: listen() on a socket replaced by an inherited one is skipped.
     pub skip_listen_on_replaced: bool,
+    /// `--allow-io-uring`: io_uring may be used, and its binds escape the policy.
+    pub allow_io_uring: bool,
 }
 
 impl Policy {
@@ -383,6 +385,17 @@ impl Policy {
                 .rules
                 .iter()
                 .any(|r| matches!(r.pattern.net, Some(IpNet::V4(_))))
+    }
+
+    /// Whether the policy does anything to a wildcard bind on port 0, the address
+    /// listen() gives a socket nobody bound: if so, listen() must be trapped too.
+    pub fn restricts_wildcard(&self) -> bool {
+        ["0.0.0.0:0", "[::]:0"].iter().any(|a| {
+            let addr: SocketAddr = a.parse().expect("constant address");
+            [false, true].iter().any(|&dual_stack| {
+                self.decide(&BindRequest { addr, dual_stack }).decision != Decision::Allow
+            })
+        })
     }
 
     /// Decides one bind. Rules are tried last-given first. A request is first matched
@@ -807,6 +820,7 @@ mod tests {
                 systemd_names: vec!["web".into(), "admin".into()],
             },
             skip_listen_on_replaced: false,
+            allow_io_uring: false,
         }
     }
 
@@ -1114,6 +1128,23 @@ mod tests {
         assert_eq!(decide(&p, "0.0.0.0:80", false).0, Decision::Allow);
         p.rules = vec![parse_match(":80=sd=admin").unwrap()];
         assert_eq!(decide(&p, "0.0.0.0:80", false).0, Decision::Allow);
+    }
+
+    #[test]
+    fn knows_when_listen_must_be_trapped() {
+        for (rules, traps) in [
+            (&[][..], false),
+            (&["-m :80=deny"][..], false),
+            (&["-m 127.0.0.1=allow"][..], false),
+            (&["-d"][..], true),
+            (&["-b 127.0.0.1"][..], true),
+            (&["-b [::1]"][..], true),
+            (&["-m :0=deny"][..], true),
+            (&["-m :0-100=127.0.0.2"][..], true),
+            (&["-d", "-m *=allow"][..], false),
+        ] {
+            assert_eq!(policy(rules).restricts_wildcard(), traps, "{rules:?}");
+        }
     }
 
     #[test]

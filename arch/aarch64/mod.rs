@@ -2,7 +2,7 @@
 // plus the syscall number, which lives outside them: it is read from x8 at entry and
 // written through the NT_ARM_SYSTEM_CALL regset. x0 is both argument 0 and the result.
 
-use super::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, Abi, Arch, Reg, Syscalls};
+use super::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, Abi, AbiKind, Arch, Reg, Syscalls};
 
 pub struct Aarch64;
 
@@ -28,21 +28,31 @@ impl Arch for Aarch64 {
     const NAME: &'static str = "aarch64";
     const NATIVE: Abi = Abi {
         name: "aarch64",
+        kind: AbiKind::Native,
         audit_arch: AUDIT_ARCH_AARCH64,
         nr_base: 0,
         bind: 200,
         listen: 201,
+        setsockopt: 208,
+        io_uring_setup: 425,
         socketcall: None,
+        dup2: None,
+        dup3: 24,
     };
     // AArch32 compat tasks (EABI): arch/arm/tools/syscall.tbl. They cannot be
-    // exercised on x86_64 hosts, but the filter still has to cover them.
+    // exercised on x86_64 hosts, but the filter and the tracer still cover them.
     const FOREIGN: &'static [Abi] = &[Abi {
         name: "arm",
+        kind: AbiKind::Compat,
         audit_arch: AUDIT_ARCH_ARM,
         nr_base: 0,
         bind: 282,
         listen: 284,
+        setsockopt: 294,
+        io_uring_setup: 425,
         socketcall: None,
+        dup2: Some(63),
+        dup3: 358,
     }];
     const SYSCALLS: Syscalls = Syscalls {
         bind: 200,
@@ -56,7 +66,6 @@ impl Arch for Aarch64 {
     /// AAPCS64 has no red zone; keep a margin anyway (signal frames are not a
     /// concern while the thread sits in a syscall, but a sloppy leaf function may be).
     const RED_ZONE: u64 = 128;
-    const RESULT_IS_ARG0: bool = true;
 
     /// `svc #0` is 4 bytes and takes the number from x8, which the saved registers
     /// still hold, as they hold the original x0.
@@ -69,7 +78,9 @@ impl Arch for Aarch64 {
         match reg {
             Reg::SyscallNr => r.syscall_nr,
             Reg::Arg(n @ 0..=5) => r.pt.regs[n],
-            Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            // AArch32: r0-r5 live in the low halves of x0-x5.
+            Reg::CompatArg(n @ 0..=5) => r.pt.regs[n] & 0xffff_ffff,
+            Reg::Arg(n) | Reg::CompatArg(n) => panic!("syscall argument {n} does not exist"),
             Reg::Result => r.pt.regs[0],
             Reg::StackPointer => r.pt.sp,
         }
@@ -78,8 +89,8 @@ impl Arch for Aarch64 {
     fn set(r: &mut Regs, reg: Reg, value: u64) {
         match reg {
             Reg::SyscallNr => r.syscall_nr = value,
-            Reg::Arg(n @ 0..=5) => r.pt.regs[n] = value,
-            Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            Reg::Arg(n @ 0..=5) | Reg::CompatArg(n @ 0..=5) => r.pt.regs[n] = value,
+            Reg::Arg(n) | Reg::CompatArg(n) => panic!("syscall argument {n} does not exist"),
             Reg::Result => r.pt.regs[0] = value,
             Reg::StackPointer => r.pt.sp = value,
         }

@@ -1,7 +1,7 @@
 // arch/x86_64: registers as struct user_regs_struct (arch/x86/include/asm/user_64.h).
 // Syscall number in orig_rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax.
 
-use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, Abi, Arch, Reg, Syscalls};
+use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, Abi, AbiKind, Arch, Reg, Syscalls};
 
 pub struct X86_64;
 
@@ -46,30 +46,45 @@ impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const NATIVE: Abi = Abi {
         name: "x86_64",
+        kind: AbiKind::Native,
         audit_arch: AUDIT_ARCH_X86_64,
         nr_base: 0,
         bind: 49,
         listen: 50,
+        setsockopt: 54,
+        io_uring_setup: 425,
         socketcall: None,
+        dup2: Some(33),
+        dup3: 292,
     };
     const FOREIGN: &'static [Abi] = &[
-        // x32: x86_64's numbers (bind and listen are shared) with bit 30 set.
+        // x32: x86_64's numbers with bit 30 set (arch/x86/entry/syscalls/syscall_64.tbl).
         Abi {
             name: "x32",
+            kind: AbiKind::Denied,
             audit_arch: AUDIT_ARCH_X86_64,
             nr_base: X32_SYSCALL_BIT,
             bind: 49,
             listen: 50,
+            setsockopt: 541,
+            io_uring_setup: 425,
             socketcall: None,
+            dup2: Some(33),
+            dup3: 292,
         },
-        // int $0x80 from any process: the i386 table (arch/x86/entry/syscalls/syscall_32.tbl).
+        // int $0x80 from any process, and every 32-bit program: syscall_32.tbl.
         Abi {
             name: "i386",
+            kind: AbiKind::Compat,
             audit_arch: AUDIT_ARCH_I386,
             nr_base: 0,
             bind: 361,
             listen: 363,
+            setsockopt: 366,
+            io_uring_setup: 425,
             socketcall: Some(102),
+            dup2: Some(63),
+            dup3: 330,
         },
     ];
     const SYSCALLS: Syscalls = Syscalls {
@@ -83,7 +98,6 @@ impl Arch for X86_64 {
     };
     /// The System V x86_64 ABI's 128-byte red zone.
     const RED_ZONE: u64 = 128;
-    const RESULT_IS_ARG0: bool = false;
 
     /// `syscall` (0f 05) and `int $0x80` (cd 80) are both 2 bytes; the instruction
     /// takes the number from rax, which holds -ENOSYS at a seccomp stop.
@@ -102,6 +116,14 @@ impl Arch for X86_64 {
             Reg::Arg(4) => r.r8,
             Reg::Arg(5) => r.r9,
             Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            // i386: ebx, ecx, edx, esi, edi, ebp; the kernel uses their low halves.
+            Reg::CompatArg(0) => r.rbx & 0xffff_ffff,
+            Reg::CompatArg(1) => r.rcx & 0xffff_ffff,
+            Reg::CompatArg(2) => r.rdx & 0xffff_ffff,
+            Reg::CompatArg(3) => r.rsi & 0xffff_ffff,
+            Reg::CompatArg(4) => r.rdi & 0xffff_ffff,
+            Reg::CompatArg(5) => r.rbp & 0xffff_ffff,
+            Reg::CompatArg(n) => panic!("syscall argument {n} does not exist"),
             Reg::Result => r.rax,
             Reg::StackPointer => r.rsp,
         }
@@ -117,6 +139,13 @@ impl Arch for X86_64 {
             Reg::Arg(4) => &mut r.r8,
             Reg::Arg(5) => &mut r.r9,
             Reg::Arg(n) => panic!("syscall argument {n} does not exist"),
+            Reg::CompatArg(0) => &mut r.rbx,
+            Reg::CompatArg(1) => &mut r.rcx,
+            Reg::CompatArg(2) => &mut r.rdx,
+            Reg::CompatArg(3) => &mut r.rsi,
+            Reg::CompatArg(4) => &mut r.rdi,
+            Reg::CompatArg(5) => &mut r.rbp,
+            Reg::CompatArg(n) => panic!("syscall argument {n} does not exist"),
             Reg::Result => &mut r.rax,
             Reg::StackPointer => &mut r.rsp,
         };

@@ -10,24 +10,45 @@ use nix::unistd::Pid;
 
 use super::listener::{Notification, Response};
 use super::supervisor::Supervisor;
+use crate::filter::Trapped;
 use crate::log::verbose;
+use crate::sidebind::{self, Finish, Socket};
+use crate::sockaddr;
 use crate::target;
 
 impl Supervisor<'_> {
-    pub fn on_listen(&self, n: &Notification) -> Result<Response, Errno> {
+    pub fn on_listen(&self, n: &Notification, trapped: Trapped) -> Result<Response, Errno> {
         let pid = Pid::from_raw(n.pid);
-        let fd = n.args[0] as i32;
-        let backlog = n.args[1] as i32;
+        let [fd, backlog, _] = self.call_args(n, trapped)?;
+        let (fd, backlog) = (fd as i32, backlog as i32);
         let pidfd = target::pidfd(pid)?;
         self.listener.id_valid(n.id)?;
-        let sock = target::getfd(&pidfd, fd)?;
-        let inode = nix::sys::stat::fstat(&sock)?.st_ino;
+        let socket = Socket::take(&pidfd, fd)?;
+        let sock = &socket.sock;
+        let inode = nix::sys::stat::fstat(sock)?.st_ino;
         if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
             verbose!(
                 "pid {pid} ({}): listen fd {fd}: skipped, it is inherited fd {inherited}, already listening: ok",
                 target::comm(pid)
             );
             return Ok(Response::Return(0));
+        }
+        // A socket nobody bound would get 0.0.0.0:0 or [::]:0 from listen itself:
+        // that implicit bind is judged like an explicit one.
+        if self.policy.restricts_wildcard()
+            && socket.is_ip()
+            && let Some(wildcard) = sidebind::unbound_wildcard(sock)
+        {
+            let bytes = sockaddr::encode(&wildcard);
+            match sidebind::bind(self.policy, self.limits, pid, fd, &socket, bytes.as_bytes()) {
+                Finish::Return(Ok(())) | Finish::NotIp => {}
+                Finish::Return(Err(e)) => return Err(e),
+                // The inherited socket already listens: installing it is the listen.
+                Finish::Replace { inherited, cloexec } => {
+                    self.listener.add_fd(n.id, inherited, fd, cloexec)?;
+                    return Ok(Response::Return(0));
+                }
+            }
         }
         // SAFETY: listen(2) on our own copy of the target's socket.
         Errno::result(unsafe { libc::listen(sock.as_raw_fd(), backlog) })?;

@@ -12,6 +12,8 @@ pub struct Notification {
     pub id: u64,
     /// The calling thread's id (in our PID namespace).
     pub pid: i32,
+    /// seccomp_data.arch: which ABI the call came through.
+    pub arch: u32,
     pub nr: i32,
     pub args: [u64; 6],
 }
@@ -84,6 +86,7 @@ impl Listener {
         Ok(Notification {
             id: n.id,
             pid: n.pid as i32,
+            arch: n.data.arch,
             nr: n.data.nr,
             args: n.data.args,
         })

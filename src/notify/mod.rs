@@ -58,10 +58,7 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     // SAFETY: prctl with integer arguments.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .context("PR_SET_CHILD_SUBREAPER")?;
-    let bpf = filter::build::<Native>(Traps {
-        trap: Trap::Notify,
-        listen: policy.skip_listen_on_replaced,
-    });
+    let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Notify));
     let (handoff_read, handoff_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (handoff_fd, go_fd) = (handoff_write.as_raw_fd(), go_read.as_raw_fd());
@@ -70,19 +67,22 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
         // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal
         // signal interrupts the target, so a bind is never done twice.
         let listener_flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
-        let listener = match spawn::install_filter(
-            &bpf,
-            listener_flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-        ) {
-            Err(Errno::EINVAL) => spawn::install_filter(&bpf, listener_flags),
+        let mut killable = true;
+        let all_flags = listener_flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        let listener = match spawn::install_filter(&bpf, all_flags) {
+            Err(Errno::EINVAL) => {
+                killable = false;
+                spawn::install_filter(&bpf, listener_flags)
+            }
             other => other,
         };
-        let message = match listener {
-            Ok(fd) => fd,
-            Err(e) => -(e as i32),
+        // The listener's number and whether signals are kept from retrying binds.
+        let message: [i32; 2] = match listener {
+            Ok(fd) => [fd, killable as i32],
+            Err(e) => [-(e as i32), 0],
         };
-        // SAFETY: write(2) of 4 bytes from a local.
-        unsafe { libc::write(handoff_fd, (&message as *const i32).cast(), 4) };
+        // SAFETY: write(2) of 8 bytes from a local.
+        unsafe { libc::write(handoff_fd, message.as_ptr().cast(), 8) };
         let listener = listener?;
         spawn::wait_for_byte(go_fd)?;
         // SAFETY: the supervisor holds its own copy; the program must not see ours.
@@ -91,9 +91,9 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     })?;
     drop((handoff_write, go_read));
 
-    let listener_fd = match read_i32(&handoff_read) {
-        Some(fd) if fd >= 0 => fd,
-        Some(errno) => {
+    let (listener_fd, killable_wait) = match read_handoff(&handoff_read) {
+        Some([fd, killable]) if fd >= 0 => (fd, killable != 0),
+        Some([errno, _]) => {
             let errno = Errno::from_raw(-errno);
             return Err(unavailable(
                 child.pid,
@@ -124,7 +124,8 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
         ));
     }
     debug!("notify engine: listener fd {}", listener.raw());
-    Arc::new(Supervisor::new(policy, listener))
+    debug!("WAIT_KILLABLE_RECV: {killable_wait}");
+    Arc::new(Supervisor::new(policy, listener, killable_wait))
         .start()
         .context("cannot start the supervisor thread")?;
 
@@ -146,11 +147,14 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     Ok(reap(child.pid))
 }
 
-fn read_i32(fd: &OwnedFd) -> Option<i32> {
-    let mut buf = [0u8; 4];
+fn read_handoff(fd: &OwnedFd) -> Option<[i32; 2]> {
+    let mut buf = [0u8; 8];
     loop {
         match nix::unistd::read(fd, &mut buf) {
-            Ok(4) => return Some(i32::from_ne_bytes(buf)),
+            Ok(8) => {
+                let word = |i: usize| i32::from_ne_bytes(buf[i..i + 4].try_into().unwrap());
+                return Some([word(0), word(4)]);
+            }
             Err(Errno::EINTR) => continue,
             _ => return None,
         }

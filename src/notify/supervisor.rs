@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nix::errno::Errno;
 
 use super::listener::{Listener, Notification, Response};
-use crate::arch::{Arch, Native};
+use crate::arch::Native;
+use crate::filter::{Call, Trapped};
 use crate::log::debug;
 use crate::rule::Policy;
 
@@ -19,7 +20,7 @@ const MAX_WORKERS: usize = 64;
 pub struct Supervisor<'p> {
     pub policy: &'p Policy,
     pub listener: Listener,
-    pub unprivileged_port_start: u16,
+    pub limits: crate::sidebind::Limits,
     /// Inodes of the inherited sockets, to recognise them in a target (-L).
     pub inherited_inodes: Vec<(RawFd, u64)>,
     workers: AtomicUsize,
@@ -27,7 +28,7 @@ pub struct Supervisor<'p> {
 }
 
 impl Supervisor<'static> {
-    pub fn new(policy: &'static Policy, listener: Listener) -> Self {
+    pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
         let inherited_inodes = policy
             .inherited
             .sockets
@@ -37,7 +38,7 @@ impl Supervisor<'static> {
         Supervisor {
             policy,
             listener,
-            unprivileged_port_start: crate::target::unprivileged_port_start(),
+            limits: crate::sidebind::Limits::read(!killable_wait),
             inherited_inodes,
             workers: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -101,12 +102,31 @@ impl Supervisor<'static> {
 
 impl Supervisor<'_> {
     fn handle(&self, n: &Notification) -> Result<Response, Errno> {
-        let sys = <Native as Arch>::SYSCALLS;
-        match n.nr as u32 {
-            nr if nr == sys.bind => self.on_bind(n),
-            nr if nr == sys.listen => self.on_listen(n),
+        let Some(trapped) = Trapped::classify::<Native>(n.arch, n.nr as u32, n.args[0]) else {
             // The filter traps nothing else; refuse rather than guess.
-            _ => Err(Errno::ENOSYS),
+            return Err(Errno::ENOSYS);
+        };
+        match trapped.call {
+            Call::Bind => self.on_bind(n, trapped),
+            Call::Listen => self.on_listen(n, trapped),
+            Call::IoUringSetup => {
+                crate::log::io_uring_refused(nix::unistd::Pid::from_raw(n.pid));
+                Err(Errno::ENOSYS)
+            }
         }
+    }
+
+    /// The first three arguments of a trapped call: as the kernel reported them, or
+    /// from the u32 array socketcall(2) points at (read once).
+    pub fn call_args(&self, n: &Notification, trapped: Trapped) -> Result<[u64; 3], Errno> {
+        if !trapped.via_socketcall {
+            return Ok([n.args[0], n.args[1], n.args[2]]);
+        }
+        let mut words = [0u8; 12];
+        crate::memory::read(nix::unistd::Pid::from_raw(n.pid), n.args[1], &mut words)
+            .map_err(|_| Errno::EFAULT)?;
+        let word =
+            |i: usize| u32::from_ne_bytes(words[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
+        Ok([word(0), word(1), word(2)])
     }
 }

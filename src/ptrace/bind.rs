@@ -1,23 +1,44 @@
-// ptrace/bind.rs: a thread stopped at bind() (and, with -L, listen()). Reads the
-// request, asks the policy, and carries the decision out with registers: rewrite
-// (new sockaddr in scratch stack memory), deny (skip, -EPERM), replace (dup2/dup3).
+// ptrace/bind.rs: a thread stopped at a trapped bind(), listen() or io_uring_setup(),
+// in the native or the 32-bit ABI, directly or through socketcall(2). Where the kernel
+// has pidfd_getfd (5.6+) the bind is done from force-bind's side on a copy of the
+// socket (sidebind.rs), as in the notify engine, and the syscall is skipped with its
+// result: nothing the program's other threads do to its memory can matter. Before
+// 5.6 the decision is carried out with registers: the new sockaddr goes to scratch
+// memory below the stack pointer (a second thread can still race that; see README).
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::stop::Restart;
-use super::tracer::{Fixup, Tracer};
-use crate::arch::{Arch, Native, Reg};
+use super::tracer::{Fixup, Query, SocketFacts, Tracer};
+use crate::arch::{AbiKind, Arch, Native, Reg};
+use crate::filter::Trapped;
 use crate::log::{self, Level, verbose, warn};
 use crate::memory;
 use crate::rule::{BindRequest, Decision};
+use crate::sidebind::{self, Finish, Socket};
 use crate::sockaddr::{self, Decoded, SOCKADDR_MAX_LEN};
 use crate::target;
 
 type Regs = <Native as Arch>::Regs;
 
-fn arg(regs: &Regs, i: usize) -> u64 {
-    <Native as Arch>::get(regs, Reg::Arg(i))
+fn get(regs: &Regs, reg: Reg) -> u64 {
+    <Native as Arch>::get(regs, reg)
+}
+
+fn set(regs: &mut Regs, reg: Reg, value: u64) {
+    <Native as Arch>::set(regs, reg, value)
+}
+
+/// The ABI description the trapped call was made through.
+fn abi_of(t: Trapped) -> &'static crate::arch::Abi {
+    match t.abi {
+        AbiKind::Compat => <Native as Arch>::FOREIGN
+            .iter()
+            .find(|abi| abi.kind == AbiKind::Compat)
+            .expect("the filter traps compat calls only where the arch has them"),
+        _ => &<Native as Arch>::NATIVE,
+    }
 }
 
 /// The -v line for one trapped call, printed with the result once it is known.
@@ -39,37 +60,117 @@ impl Report {
 }
 
 impl Tracer<'_> {
-    pub fn on_bind(&mut self, pid: Pid) -> Result<Restart, Errno> {
+    /// The first three arguments of the trapped call: from registers, or from the
+    /// u32 array socketcall(2) points at (read once).
+    fn call_args(&self, pid: Pid, regs: &Regs, t: Trapped) -> Result<[u64; 3], Errno> {
+        if t.via_socketcall {
+            let mut words = [0u8; 12];
+            memory::read(pid, get(regs, Reg::CompatArg(1)), &mut words)?;
+            let word =
+                |i: usize| u32::from_ne_bytes(words[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
+            return Ok([word(0), word(1), word(2)]);
+        }
+        Ok([0, 1, 2].map(|i| get(regs, Reg::arg(t.abi, i))))
+    }
+
+    pub fn on_bind(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
         let regs = self.regs(pid)?;
-        let fd = arg(&regs, 0) as i32;
-        // bind(int, const struct sockaddr *, socklen_t): the kernel reads addrlen as
-        // an int and refuses < 0 or > sizeof(sockaddr_storage) with EINVAL itself.
-        let len = arg(&regs, 2) as u32 as i32;
-        if !(0..=SOCKADDR_MAX_LEN as i32).contains(&len) {
+        let [fd, addr_ptr, len] = match self.call_args(pid, &regs, t) {
+            Ok(args) => args,
+            Err(e) => return self.skip(pid, regs, e, None),
+        };
+        let fd = fd as i32;
+        let mut buf = [0u8; SOCKADDR_MAX_LEN];
+        let read = |b: &mut [u8]| memory::read(pid, addr_ptr, b);
+        if !self.has_pidfd_getfd {
+            // bind(2)'s own order: a descriptor that is not an open socket fails
+            // first, whatever the address, so the kernel can say so itself.
+            if target::socket_inode(pid, fd).is_none() {
+                return Ok(Restart::Continue(0));
+            }
+            return match sidebind::read_sockaddr(len, read, &mut buf) {
+                Ok(len) => self.bind_with_registers(pid, regs, t, fd, &buf[..len]),
+                // The length is in a register no other thread can change.
+                Err(Errno::EINVAL) => Ok(Restart::Continue(0)),
+                // A page that appears in between could let an unchecked address
+                // through, so EFAULT is ours to give.
+                Err(e) => self.skip(pid, regs, e, None),
+            };
+        }
+        // bind(2)'s own order: the descriptor, then the length, then the memory.
+        let socket = match target::pidfd(pid).and_then(|pidfd| Socket::take(&pidfd, fd)) {
+            Ok(socket) => socket,
+            Err(e) => return self.skip(pid, regs, e, None),
+        };
+        if !socket.is_ip() {
+            // Its family is fixed and never IP: the kernel may run the call as made.
             return Ok(Restart::Continue(0));
         }
-        let mut buf = [0u8; SOCKADDR_MAX_LEN];
-        let bytes = &mut buf[..len as usize];
-        if let Err(e) = memory::read(pid, arg(&regs, 1), bytes) {
-            // The kernel would fail the same read with EFAULT; failing it ourselves
-            // also closes the window where another thread maps the page in between.
-            return self.skip(pid, regs, e, None);
+        let len = match sidebind::read_sockaddr(len, read, &mut buf) {
+            Ok(len) => len,
+            Err(e) => return self.skip(pid, regs, e, None),
+        };
+        match sidebind::bind(self.policy, self.limits, pid, fd, &socket, &buf[..len]) {
+            Finish::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
+            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
+            Finish::Replace { inherited, cloexec } => {
+                self.replace(pid, regs, t, fd, inherited, cloexec, None)
+            }
+            Finish::NotIp => Ok(Restart::Continue(0)),
         }
+    }
+
+    /// The pre-5.6 path: the decision carried out by changing the call's arguments.
+    fn bind_with_registers(
+        &mut self,
+        pid: Pid,
+        regs: Regs,
+        t: Trapped,
+        fd: i32,
+        bytes: &[u8],
+    ) -> Result<Restart, Errno> {
         let addr = match sockaddr::decode(bytes) {
             Decoded::Inet(addr) => addr,
             // Other families are never touched; malformed ones fail in the kernel.
             _ => return Ok(Restart::Continue(0)),
         };
-        let dual_stack = match self.policy.needs_dual_stack(&addr) {
-            false => false,
-            true => match self.dual_stack(pid, fd, &regs)? {
-                Ok(dual_stack) => dual_stack,
-                Err(asking) => return Ok(asking),
-            },
+        let dual_stack = if t.abi == AbiKind::Compat {
+            // Asking the thread needs a rewind over the syscall instruction, which
+            // 32-bit callers may have entered by sysenter: take the sockaddr's family
+            // for the socket's and the system default for IPV6_V6ONLY.
+            self.policy.needs_dual_stack(&addr) && target::default_dual_stack()
+        } else {
+            let facts = self
+                .facts
+                .remove(&pid)
+                .filter(|f| f.fd == fd)
+                .unwrap_or(SocketFacts {
+                    fd,
+                    ..Default::default()
+                });
+            let Some(domain) = facts.domain else {
+                return self.ask(pid, &regs, facts, Query::Domain);
+            };
+            // Not an IP socket, or an address of the other IP family: the kernel
+            // refuses or binds it without the policy, with its own errno.
+            if domain
+                != Some(if addr.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                })
+            {
+                return Ok(Restart::Continue(0));
+            }
+            match (self.policy.needs_dual_stack(&addr), facts.v6only) {
+                (false, _) => false,
+                (true, None) => return self.ask(pid, &regs, facts, Query::V6Only),
+                (true, Some(v6only)) => !v6only.unwrap_or(!target::default_dual_stack()),
+            }
         };
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
-        let mut report = log::enabled(Level::Verbose)
+        let report = log::enabled(Level::Verbose)
             .then(|| Report::new(pid, log::describe_bind(fd, &addr, &verdict)));
         match verdict.decision {
             Decision::Allow => Ok(match report {
@@ -79,120 +180,180 @@ impl Tracer<'_> {
             Decision::Deny(errno) => self.skip(pid, regs, errno, report),
             Decision::Rewrite(to) => {
                 let raw = sockaddr::encode(&to);
+                let raw = raw.as_bytes();
                 // Fresh memory below the stack pointer, past the red zone, never the
-                // caller's own buffer (it may be const, shared, or read again).
-                let sp = <Native as Arch>::get(&regs, Reg::StackPointer);
-                let scratch = (sp - <Native as Arch>::RED_ZONE - raw.as_bytes().len() as u64) & !15;
-                if let Err(e) = memory::write(pid, scratch, raw.as_bytes()) {
+                // caller's own buffer (it may be const, shared, or read again). A
+                // socketcall also gets a fresh argument array next to it.
+                let sp = get(&regs, Reg::StackPointer);
+                let scratch = (sp - <Native as Arch>::RED_ZONE - 64) & !15;
+                if t.abi == AbiKind::Compat && scratch + 64 > u32::MAX as u64 {
+                    // A 64-bit program using int $0x80: its stack is out of a 32-bit
+                    // pointer's reach. Refuse rather than let the bind through.
+                    warn!(
+                        "pid {pid}: no 32-bit scratch memory for the new address; denying the bind"
+                    );
+                    return self.skip(pid, regs, Errno::EPERM, report);
+                }
+                let mut scratch_bytes = [0u8; 48];
+                scratch_bytes[..raw.len()].copy_from_slice(raw);
+                let array = [fd as u32, scratch as u32, raw.len() as u32];
+                for (i, word) in array.iter().enumerate() {
+                    scratch_bytes[32 + i * 4..36 + i * 4].copy_from_slice(&word.to_ne_bytes());
+                }
+                if let Err(e) = memory::write(pid, scratch, &scratch_bytes) {
                     warn!("pid {pid}: cannot write the new address: {e}; denying the bind");
                     return self.skip(pid, regs, Errno::EFAULT, report);
                 }
                 let mut changed = regs;
-                <Native as Arch>::set(&mut changed, Reg::Arg(1), scratch);
-                <Native as Arch>::set(&mut changed, Reg::Arg(2), raw.as_bytes().len() as u64);
+                if t.via_socketcall {
+                    set(&mut changed, Reg::CompatArg(1), scratch + 32);
+                } else {
+                    set(&mut changed, Reg::arg(t.abi, 1), scratch);
+                    set(&mut changed, Reg::arg(t.abi, 2), raw.len() as u64);
+                }
                 self.apply(pid, regs, &changed, Fixup::RestoreArgs, report)
             }
             Decision::ReplaceWithFd(inherited) => {
-                let expected = self
-                    .inherited_inodes
-                    .iter()
-                    .find(|(fd, _)| *fd == inherited)
-                    .map(|(_, ino)| *ino);
-                if expected.is_none() || target::socket_inode(pid, inherited) != expected {
-                    // The program closed or reused the inherited descriptor: nothing
-                    // to put in place, so it binds on its own.
-                    if let Some(r) = report.as_mut() {
-                        r.line.push_str(&format!(" (fd {inherited} is no longer the inherited socket in the program: binding normally)"));
-                    }
-                    return Ok(match report {
-                        Some(report) => {
-                            self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report))
-                        }
-                        None => Restart::Continue(0),
-                    });
-                }
-                if inherited == fd {
-                    return self.skip_with(pid, regs, 0, report);
-                }
-                let sys = <Native as Arch>::SYSCALLS;
                 let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
-                // dup2 clears FD_CLOEXEC on the new descriptor; dup3 can keep it.
-                let (nr, flags) = match (sys.dup2, cloexec) {
-                    (Some(dup2), false) => (dup2, 0),
-                    _ => (sys.dup3, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }),
-                };
-                let mut changed = regs;
-                <Native as Arch>::set(&mut changed, Reg::SyscallNr, nr as u64);
-                <Native as Arch>::set(&mut changed, Reg::Arg(0), inherited as u64);
-                <Native as Arch>::set(&mut changed, Reg::Arg(1), fd as u64);
-                <Native as Arch>::set(&mut changed, Reg::Arg(2), flags);
-                self.apply(pid, regs, &changed, Fixup::ReplacedBind, report)
+                self.replace(pid, regs, t, fd, inherited, cloexec, report)
             }
         }
     }
 
-    /// -L: listen() on a socket that is one of the inherited ones is skipped (it is
-    /// already listening). The socket itself is followed, by inode, so a new socket
-    /// that reuses the descriptor number is listened normally.
-    pub fn on_listen(&mut self, pid: Pid) -> Result<Restart, Errno> {
-        let regs = self.regs(pid)?;
-        let fd = arg(&regs, 0) as i32;
-        let Some(inode) = target::socket_inode(pid, fd) else {
-            return Ok(Restart::Continue(0));
-        };
-        match self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
-            Some((inherited, _)) => {
-                let report = log::enabled(Level::Verbose)
-                    .then(|| Report::new(pid, format!("listen fd {fd}: skipped, it is inherited fd {inherited}, already listening")));
-                self.skip_with(pid, regs, 0, report)
-            }
-            None => Ok(Restart::Continue(0)),
-        }
-    }
-
-    /// Whether the program's AF_INET6 socket `fd` is dual-stack: asked of our own copy
-    /// of the socket where pidfd_getfd exists (5.6+). Elsewhere the thread itself is
-    /// made to ask: this bind is borrowed for getsockopt(IPV6_V6ONLY) and run again
-    /// once the answer is in (the Err case: how to restart the thread now).
-    fn dual_stack(
+    /// Turns the call into dup2(inherited, fd) (dup3 where there is no dup2 or the
+    /// descriptor must keep FD_CLOEXEC), which runs in the program, so the program
+    /// must still have our inherited socket at that number.
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
         &mut self,
         pid: Pid,
+        regs: Regs,
+        t: Trapped,
         fd: i32,
+        inherited: i32,
+        cloexec: bool,
+        report: Option<Report>,
+    ) -> Result<Restart, Errno> {
+        let expected = self
+            .inherited_inodes
+            .iter()
+            .find(|(n, _)| *n == inherited)
+            .map(|(_, ino)| *ino);
+        if expected.is_none() || target::socket_inode(pid, inherited) != expected {
+            // The program closed or reused the inherited descriptor: nothing to put
+            // in place, so it binds on its own, as when the socket was not passed.
+            verbose!(
+                "pid {pid}: fd {inherited} is no longer the inherited socket in the program: binding normally"
+            );
+            return Ok(match report {
+                Some(report) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report)),
+                None => Restart::Continue(0),
+            });
+        }
+        if inherited == fd {
+            return self.skip_with(pid, regs, 0, report);
+        }
+        let abi = abi_of(t);
+        let (nr, flags) = match (abi.dup2, cloexec) {
+            (Some(dup2), false) => (dup2, 0),
+            _ => (abi.dup3, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }),
+        };
+        let mut changed = regs;
+        set(&mut changed, Reg::SyscallNr, nr as u64);
+        set(&mut changed, Reg::arg(t.abi, 0), inherited as u64);
+        set(&mut changed, Reg::arg(t.abi, 1), fd as u64);
+        set(&mut changed, Reg::arg(t.abi, 2), flags);
+        self.apply(pid, regs, &changed, Fixup::ReplacedBind, report)
+    }
+
+    /// listen(): with -L, a socket that is one of the inherited ones already listens
+    /// and the call is skipped (followed by inode, so a new socket that reuses the
+    /// number is listened normally). A socket nobody bound gets its implicit
+    /// 0.0.0.0:0 / [::]:0 bind judged like an explicit one (needs pidfd_getfd).
+    pub fn on_listen(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
+        let regs = self.regs(pid)?;
+        let fd = match self.call_args(pid, &regs, t) {
+            Ok([fd, ..]) => fd as i32,
+            Err(e) => return self.skip(pid, regs, e, None),
+        };
+        let Some(inode) = target::socket_inode(pid, fd) else {
+            // Not an open socket: listen fails on its own.
+            return Ok(Restart::Continue(0));
+        };
+        if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
+            let report = log::enabled(Level::Verbose).then(|| {
+                Report::new(
+                    pid,
+                    format!(
+                        "listen fd {fd}: skipped, it is inherited fd {inherited}, already listening"
+                    ),
+                )
+            });
+            return self.skip_with(pid, regs, 0, report);
+        }
+        if !self.policy.restricts_wildcard() || !self.has_pidfd_getfd {
+            return Ok(Restart::Continue(0));
+        }
+        let socket = match target::pidfd(pid).and_then(|pidfd| Socket::take(&pidfd, fd)) {
+            Ok(socket) if socket.is_ip() => socket,
+            _ => return Ok(Restart::Continue(0)),
+        };
+        let Some(wildcard) = sidebind::unbound_wildcard(&socket.sock) else {
+            return Ok(Restart::Continue(0));
+        };
+        match sidebind::bind(
+            self.policy,
+            self.limits,
+            pid,
+            fd,
+            &socket,
+            sockaddr::encode(&wildcard).as_bytes(),
+        ) {
+            // Bound as the policy says: the listen itself goes ahead.
+            Finish::Return(Ok(())) | Finish::NotIp => Ok(Restart::Continue(0)),
+            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
+            // The inherited socket already listens: replacing is all there is to do.
+            Finish::Replace { inherited, cloexec } => {
+                self.replace(pid, regs, t, fd, inherited, cloexec, None)
+            }
+        }
+    }
+
+    /// io_uring_setup(): refused, so programs fall back to plain syscalls that the
+    /// filter sees (IORING_OP_BIND and IORING_OP_LISTEN never pass through seccomp).
+    pub fn on_io_uring_setup(&mut self, pid: Pid) -> Result<Restart, Errno> {
+        let regs = self.regs(pid)?;
+        log::io_uring_refused(pid);
+        self.skip(pid, regs, Errno::ENOSYS, None)
+    }
+
+    /// Before 5.6 the thread itself is made to tell force-bind about its socket: this
+    /// bind is borrowed for getsockopt(fd, `query`) and runs again once the answer
+    /// is in.
+    fn ask(
+        &mut self,
+        pid: Pid,
         regs: &Regs,
-    ) -> Result<Result<bool, Restart>, Errno> {
-        if let Some((asked_fd, v6only)) = self.v6only_answers.remove(&pid)
-            && asked_fd == fd
-        {
-            return Ok(Ok(!v6only));
-        }
-        if self.has_pidfd_getfd {
-            let copy = target::pidfd(pid).and_then(|pidfd| target::getfd(&pidfd, fd));
-            let dual_stack = copy.and_then(|sock| target::sock_dual_stack(&sock));
-            return Ok(Ok(
-                dual_stack.unwrap_or_else(|_| target::default_dual_stack())
-            ));
-        }
+        facts: SocketFacts,
+        query: Query,
+    ) -> Result<Restart, Errno> {
         // int value; socklen_t len = 4; below the stack pointer, past the red zone.
-        let sp = <Native as Arch>::get(regs, Reg::StackPointer);
+        let sp = get(regs, Reg::StackPointer);
         let scratch = (sp - <Native as Arch>::RED_ZONE - 16) & !15;
         let mut cell = [0u8; 8];
         cell[4..].copy_from_slice(&4u32.to_ne_bytes());
         memory::write(pid, scratch, &cell)?;
+        let (level, option) = query.option();
         let mut changed = *regs;
         let sys = <Native as Arch>::SYSCALLS;
-        <Native as Arch>::set(&mut changed, Reg::SyscallNr, sys.getsockopt as u64);
-        <Native as Arch>::set(&mut changed, Reg::Arg(1), libc::IPPROTO_IPV6 as u64);
-        <Native as Arch>::set(&mut changed, Reg::Arg(2), libc::IPV6_V6ONLY as u64);
-        <Native as Arch>::set(&mut changed, Reg::Arg(3), scratch);
-        <Native as Arch>::set(&mut changed, Reg::Arg(4), scratch + 4);
-        self.apply(
-            pid,
-            *regs,
-            &changed,
-            Fixup::AskedV6Only { fd, scratch },
-            None,
-        )
-        .map(Err)
+        set(&mut changed, Reg::SyscallNr, sys.getsockopt as u64);
+        set(&mut changed, Reg::Arg(0), facts.fd as u64);
+        set(&mut changed, Reg::Arg(1), level as u64);
+        set(&mut changed, Reg::Arg(2), option as u64);
+        set(&mut changed, Reg::Arg(3), scratch);
+        set(&mut changed, Reg::Arg(4), scratch + 4);
+        self.facts.insert(pid, facts);
+        self.apply(pid, *regs, &changed, Fixup::Asked { scratch, query }, None)
     }
 
     /// Skips the syscall; it returns -errno.
@@ -215,7 +376,7 @@ impl Tracer<'_> {
     ) -> Result<Restart, Errno> {
         let mut changed = regs;
         // Syscall number -1: the kernel skips the call and leaves the result to us.
-        <Native as Arch>::set(&mut changed, Reg::SyscallNr, u64::MAX);
+        set(&mut changed, Reg::SyscallNr, u64::MAX);
         self.apply(pid, regs, &changed, Fixup::Return(result), report)
     }
 }

@@ -40,10 +40,7 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESECCOMP
 pub fn run(policy: &Policy, program: &mut Program) -> anyhow::Result<Status> {
     let ordering = seccomp_stop_ordering()?;
     debug!("ptrace engine; seccomp stop ordering: {ordering:?}");
-    let bpf = filter::build::<Native>(Traps {
-        trap: Trap::Trace,
-        listen: policy.skip_listen_on_replaced,
-    });
+    let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Trace));
 
     // The child waits on `go` until it is seized: a RET_TRACE with no tracer attached
     // fails the syscall with ENOSYS instead of stopping.

@@ -14,7 +14,7 @@ use super::stop::{Restart, Stop, event_message, restart, wait_any};
 use crate::arch::Native;
 use crate::arch::{Arch, read_regs, write_regs};
 use crate::exit::Status;
-use crate::filter::TrapCode;
+use crate::filter::{Call, Trapped};
 use crate::log::{debug, warn};
 use crate::rule::Policy;
 use crate::spawn::Child;
@@ -30,9 +30,38 @@ pub enum Fixup {
     Return(i64),
     /// bind became dup2/dup3: its result (the fd) becomes bind's 0; errors stay.
     ReplacedBind,
-    /// bind was borrowed for getsockopt(fd, IPV6_V6ONLY) into `scratch`, on kernels
-    /// without pidfd_getfd: keep the answer and run the bind again.
-    AskedV6Only { fd: i32, scratch: u64 },
+    /// bind was borrowed for getsockopt(fd, ...) into `scratch`, on kernels without
+    /// pidfd_getfd: keep the answer and run the bind again.
+    Asked { scratch: u64, query: Query },
+}
+
+/// A socket option a thread is made to read about its own socket, before Linux 5.6
+/// (after it, pidfd_getfd gives force-bind a copy of the socket to ask directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    /// SO_DOMAIN: the socket's family, which the sockaddr's may not match.
+    Domain,
+    /// IPV6_V6ONLY: whether an AF_INET6 socket also takes IPv4.
+    V6Only,
+}
+
+impl Query {
+    pub fn option(self) -> (i32, i32) {
+        match self {
+            Query::Domain => (libc::SOL_SOCKET, libc::SO_DOMAIN),
+            Query::V6Only => (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        }
+    }
+}
+
+/// What borrowed getsockopt calls told about the socket of one thread's bind, kept
+/// for that bind when it runs again. `None` in a field: not asked yet; `Some(None)`:
+/// the kernel would not say (the descriptor changed under us, say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketFacts {
+    pub fd: i32,
+    pub domain: Option<Option<i32>>,
+    pub v6only: Option<Option<bool>>,
 }
 
 /// A thread stopped in a trapped syscall we are still handling.
@@ -58,9 +87,10 @@ pub struct Tracer<'p> {
     pub inherited_inodes: Vec<(RawFd, u64)>,
     /// Whether pidfd_getfd(2) can copy a tracee's socket for us to inspect (5.6+).
     pub has_pidfd_getfd: bool,
-    /// IPV6_V6ONLY of (fd) as a thread's borrowed getsockopt reported it, for the
-    /// bind it is about to run again.
-    pub v6only_answers: HashMap<Pid, (i32, bool)>,
+    /// Per thread: what its borrowed getsockopt calls reported, for the bind it is
+    /// about to run again.
+    pub facts: HashMap<Pid, SocketFacts>,
+    pub limits: crate::sidebind::Limits,
 }
 
 /// How the traced program ended, or that it never started.
@@ -86,7 +116,9 @@ impl<'p> Tracer<'p> {
             main_exec_done: false,
             inherited_inodes,
             has_pidfd_getfd: crate::engine::probe().pidfd_getfd,
-            v6only_answers: HashMap::new(),
+            facts: HashMap::new(),
+            // A ptrace stop cannot be interrupted by a signal: no retried binds.
+            limits: crate::sidebind::Limits::read(false),
         }
     }
 
@@ -131,9 +163,12 @@ impl<'p> Tracer<'p> {
                 Ok(())
             }
             Stop::Seccomp { pid } => {
-                let decided = match TrapCode::from_data(event_message(pid)?) {
-                    Some(TrapCode::Bind) => self.on_bind(pid),
-                    Some(TrapCode::Listen) => self.on_listen(pid),
+                let decided = match Trapped::from_code(event_message(pid)?) {
+                    Some(t) => match t.call {
+                        Call::Bind => self.on_bind(pid, t),
+                        Call::Listen => self.on_listen(pid, t),
+                        Call::IoUringSetup => self.on_io_uring_setup(pid),
+                    },
                     None => Ok(Restart::Continue(0)),
                 };
                 match decided {
@@ -218,34 +253,34 @@ impl<'p> Tracer<'p> {
             return Ok(Restart::Syscall);
         }
         let pending = self.pending.remove(&pid).expect("checked above");
-        let mut regs = read_regs(pid)?;
-        let result = <Native as Arch>::get(&regs, crate::arch::Reg::Result) as i64;
-        if let Fixup::AskedV6Only { fd, scratch } = pending.fixup {
+        let result = <Native as Arch>::get(&read_regs(pid)?, crate::arch::Reg::Result) as i64;
+        if let Fixup::Asked { scratch, query } = pending.fixup {
             let mut value = [0u8; 4];
-            let v6only = match (result, crate::memory::read(pid, scratch, &mut value)) {
-                (0, Ok(())) => i32::from_ne_bytes(value) != 0,
-                _ => !crate::target::default_dual_stack(),
+            let answer = match (result, crate::memory::read(pid, scratch, &mut value)) {
+                (0, Ok(())) => Some(i32::from_ne_bytes(value)),
+                _ => None,
             };
-            self.v6only_answers.insert(pid, (fd, v6only));
+            let facts = self.facts.entry(pid).or_default();
+            match query {
+                Query::Domain => facts.domain = Some(answer),
+                Query::V6Only => facts.v6only = Some(answer.map(|v| v != 0)),
+            }
             let mut again = pending.original;
             <Native as Arch>::rewind_to_syscall(&mut again);
             write_regs(pid, &again)?;
             return Ok(Restart::Continue(0));
         }
-        // The kernel preserves argument registers across a syscall; compiled code may
-        // rely on that, so they must read as the program left them.
-        for i in 0..3 {
-            if !(i == 0 && <Native as Arch>::RESULT_IS_ARG0) {
-                let original = <Native as Arch>::get(&pending.original, crate::arch::Reg::Arg(i));
-                <Native as Arch>::set(&mut regs, crate::arch::Reg::Arg(i), original);
-            }
-        }
+        // The kernel preserves every register but the result across a syscall (x86_64
+        // also rcx and r11, which hold the same values at both stops); compiled code
+        // relies on that, so the thread gets back its own registers, whatever we
+        // changed to carry the call out, with only the result set.
+        let mut regs = pending.original;
         let result = match pending.fixup {
             Fixup::RestoreArgs => result,
             Fixup::Return(value) => value,
             Fixup::ReplacedBind if result >= 0 => 0,
             Fixup::ReplacedBind => result,
-            Fixup::AskedV6Only { .. } => unreachable!("handled above"),
+            Fixup::Asked { .. } => unreachable!("handled above"),
         };
         <Native as Arch>::set(&mut regs, crate::arch::Reg::Result, result as u64);
         write_regs(pid, &regs)?;

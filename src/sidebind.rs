@@ -1,0 +1,190 @@
+// sidebind.rs: a bind carried out from force-bind's side. The engine hands over the
+// sockaddr bytes it read once and force-bind's own copy of the program's socket
+// (pidfd_getfd); the policy decides on those bytes and bind(2) runs on the copy. What
+// the program does to its memory afterwards cannot matter. Both engines use it (the
+// ptrace engine where the kernel has pidfd_getfd).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+use crate::log::{self, Level, verbose, warn};
+use crate::rule::{BindRequest, Decision, Policy};
+use crate::sockaddr::{self, Decoded};
+use crate::target;
+
+/// What the engine still has to do to finish the program's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The call is done: it returns 0 or this errno.
+    Return(Result<(), Errno>),
+    /// Put inherited socket `inherited` at the program's descriptor (keeping that
+    /// descriptor's close-on-exec flag), then return 0.
+    Replace { inherited: RawFd, cloexec: bool },
+    /// Not an IP socket: its family is fixed and the policy never touches it, so the
+    /// kernel may run the call as the program made it.
+    NotIp,
+}
+
+/// Settings both engines read once at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// net.ipv4.ip_unprivileged_port_start: below it the program needs its own
+    /// CAP_NET_BIND_SERVICE, whatever force-bind's credentials are.
+    pub unprivileged_port_start: u16,
+    /// A signal can make the program retry a bind force-bind already did (user
+    /// notification without WAIT_KILLABLE_RECV, before 5.19).
+    pub retries_possible: bool,
+}
+
+impl Limits {
+    pub fn read(retries_possible: bool) -> Self {
+        Limits {
+            unprivileged_port_start: target::unprivileged_port_start(),
+            retries_possible,
+        }
+    }
+}
+
+/// Our copy of the program's descriptor, checked the way bind(2) checks it before it
+/// looks at the address: not open is EBADF (from pidfd_getfd), not a socket ENOTSOCK.
+pub struct Socket {
+    pub sock: OwnedFd,
+    /// SO_DOMAIN and SO_TYPE.
+    pub kind: (i32, i32),
+}
+
+impl Socket {
+    pub fn take(pidfd: &OwnedFd, fd: RawFd) -> Result<Socket, Errno> {
+        let sock = target::getfd(pidfd, fd)?;
+        let kind = target::sock_domain_type(sock.as_fd())?;
+        Ok(Socket { sock, kind })
+    }
+
+    /// AF_INET or AF_INET6: the only families the policy judges.
+    pub fn is_ip(&self) -> bool {
+        self.kind.0 == libc::AF_INET || self.kind.0 == libc::AF_INET6
+    }
+}
+
+/// The order in which bind(2) reports bad arguments, after the descriptor: the
+/// length (EINVAL), then the memory (EFAULT). Engines read the sockaddr through this
+/// so the program gets the kernel's own errno.
+pub fn read_sockaddr(
+    len: u64,
+    read: impl FnOnce(&mut [u8]) -> Result<(), Errno>,
+    buf: &mut [u8; crate::sockaddr::SOCKADDR_MAX_LEN],
+) -> Result<usize, Errno> {
+    let len = len as u32 as i32;
+    if !(0..=crate::sockaddr::SOCKADDR_MAX_LEN as i32).contains(&len) {
+        return Err(Errno::EINVAL);
+    }
+    read(&mut buf[..len as usize]).map_err(|_| Errno::EFAULT)?;
+    Ok(len as usize)
+}
+
+/// Carries out the policy for `bind(fd, bytes)` made by thread `pid`, with `socket`
+/// our copy of that fd.
+pub fn bind(
+    policy: &Policy,
+    limits: Limits,
+    pid: Pid,
+    fd: RawFd,
+    socket: &Socket,
+    bytes: &[u8],
+) -> Finish {
+    let Socket {
+        sock,
+        kind: (domain, sock_type),
+    } = socket;
+    let (domain, sock_type) = (*domain, *sock_type);
+    if !socket.is_ip() {
+        return Finish::NotIp;
+    }
+    let addr = match sockaddr::decode(bytes) {
+        // The address must be of the socket's own family (AF_UNSPEC 0.0.0.0 decodes
+        // as IPv4): anything else the kernel refuses, with the errno it would give.
+        Decoded::Inet(addr) if addr.is_ipv4() == (domain == libc::AF_INET) => addr,
+        _ => return Finish::Return(target::bind_bytes(sock, bytes)),
+    };
+    let dual_stack =
+        policy.needs_dual_stack(&addr) && target::sock_dual_stack(sock).unwrap_or(false);
+    let verdict = policy.decide(&BindRequest { addr, dual_stack });
+    let finish = match verdict.decision {
+        Decision::Allow => Finish::Return(bind_checked(limits, pid, sock, bytes, addr)),
+        Decision::Rewrite(to) => Finish::Return(bind_checked(
+            limits,
+            pid,
+            sock,
+            sockaddr::encode(&to).as_bytes(),
+            to,
+        )),
+        Decision::Deny(errno) => Finish::Return(Err(errno)),
+        Decision::ReplaceWithFd(inherited) => replace(pid, fd, inherited, (domain, sock_type)),
+    };
+    if log::enabled(Level::Verbose) {
+        let result = match finish {
+            Finish::Return(Err(e)) => -(e as i64),
+            _ => 0,
+        };
+        let line = log::describe_bind(fd, &addr, &verdict);
+        verbose!(
+            "pid {pid} ({}): {line}: {}",
+            target::comm(pid),
+            log::outcome(result)
+        );
+    }
+    finish
+}
+
+/// Binds as the program could: a privileged port needs its CAP_NET_BIND_SERVICE.
+fn bind_checked(
+    limits: Limits,
+    pid: Pid,
+    sock: &OwnedFd,
+    bytes: &[u8],
+    to: SocketAddr,
+) -> Result<(), Errno> {
+    let port = to.port();
+    if port != 0 && port < limits.unprivileged_port_start && !target::can_bind_privileged(pid) {
+        return Err(Errno::EACCES);
+    }
+    match target::bind_bytes(sock, bytes) {
+        Err(Errno::EINVAL) if limits.retries_possible && already_bound_as(sock, to) => Ok(()),
+        other => other,
+    }
+}
+
+fn replace(pid: Pid, fd: RawFd, inherited: RawFd, kind: (i32, i32)) -> Finish {
+    // SAFETY: `inherited` is one of force-bind's own descriptors, open for its whole
+    // life (activation.rs checked it is a socket).
+    let ours = unsafe { std::os::fd::BorrowedFd::borrow_raw(inherited) };
+    if target::sock_domain_type(ours).ok() != Some(kind) {
+        warn!(
+            "pid {pid}: inherited fd {inherited} is not the same kind of socket as fd {fd}; refusing the bind"
+        );
+        return Finish::Return(Err(Errno::EINVAL));
+    }
+    // A pidfd_getfd copy always has CLOEXEC: the program's own flag is in fdinfo.
+    let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
+    Finish::Replace { inherited, cloexec }
+}
+
+/// EINVAL from bind on a socket already bound exactly as decided is the program's
+/// retry of a bind force-bind did before a signal interrupted it: a success.
+fn already_bound_as(sock: &OwnedFd, want: SocketAddr) -> bool {
+    target::local_addr(sock)
+        .is_ok_and(|got| got.ip() == want.ip() && (want.port() == 0 || got.port() == want.port()))
+}
+
+/// The address listen() would give `sock` if nobody bound it: 0.0.0.0:0 or [::]:0
+/// for an unbound IP socket, None for a bound or non-IP one.
+pub fn unbound_wildcard(sock: &OwnedFd) -> Option<SocketAddr> {
+    let local = target::local_addr(sock).ok()?;
+    (local.port() == 0).then(|| match local {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("constant address"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("constant address"),
+    })
+}
