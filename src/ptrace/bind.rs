@@ -172,52 +172,50 @@ impl Tracer<'_> {
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
         let report = log::enabled(Level::Verbose)
             .then(|| Report::new(pid, log::describe_bind(fd, &addr, &verdict)));
-        match verdict.decision {
-            Decision::Allow => Ok(match report {
-                Some(report) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report)),
-                None => Restart::Continue(0),
-            }),
-            Decision::Deny(errno) => self.skip(pid, regs, errno, report),
-            Decision::Rewrite(to) => {
-                let raw = sockaddr::encode(&to);
-                let raw = raw.as_bytes();
-                // Fresh memory below the stack pointer, past the red zone, never the
-                // caller's own buffer (it may be const, shared, or read again). A
-                // socketcall also gets a fresh argument array next to it.
-                let sp = get(&regs, Reg::StackPointer);
-                let scratch = (sp - <Native as Arch>::RED_ZONE - 64) & !15;
-                if t.abi == AbiKind::Compat && scratch + 64 > u32::MAX as u64 {
-                    // A 64-bit program using int $0x80: its stack is out of a 32-bit
-                    // pointer's reach. Refuse rather than let the bind through.
-                    warn!(
-                        "pid {pid}: no 32-bit scratch memory for the new address; denying the bind"
-                    );
-                    return self.skip(pid, regs, Errno::EPERM, report);
-                }
-                let mut scratch_bytes = [0u8; 48];
-                scratch_bytes[..raw.len()].copy_from_slice(raw);
-                let array = [fd as u32, scratch as u32, raw.len() as u32];
-                for (i, word) in array.iter().enumerate() {
-                    scratch_bytes[32 + i * 4..36 + i * 4].copy_from_slice(&word.to_ne_bytes());
-                }
-                if let Err(e) = memory::write(pid, scratch, &scratch_bytes) {
-                    warn!("pid {pid}: cannot write the new address: {e}; denying the bind");
-                    return self.skip(pid, regs, Errno::EFAULT, report);
-                }
-                let mut changed = regs;
-                if t.via_socketcall {
-                    set(&mut changed, Reg::CompatArg(1), scratch + 32);
-                } else {
-                    set(&mut changed, Reg::arg(t.abi, 1), scratch);
-                    set(&mut changed, Reg::arg(t.abi, 2), raw.len() as u64);
-                }
-                self.apply(pid, regs, &changed, Fixup::RestoreArgs, report)
-            }
+        let rewritten;
+        let to_bind: &[u8] = match verdict.decision {
+            Decision::Deny(errno) => return self.skip(pid, regs, errno, report),
             Decision::ReplaceWithFd(inherited) => {
                 let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
-                self.replace(pid, regs, t, fd, inherited, cloexec, report)
+                return self.replace(pid, regs, t, fd, inherited, cloexec, report);
             }
+            // Even an allowed address is copied: the kernel must bind the bytes that
+            // were checked, not whatever the caller's buffer holds by then.
+            Decision::Allow => bytes,
+            Decision::Rewrite(to) => {
+                rewritten = sockaddr::encode(&to);
+                rewritten.as_bytes()
+            }
+        };
+        // Fresh memory below the stack pointer, past the red zone, never the caller's
+        // own buffer (it may be const, shared, or rewritten by another thread). A
+        // socketcall also gets a fresh argument array next to it.
+        let sp = get(&regs, Reg::StackPointer);
+        let scratch = (sp - <Native as Arch>::RED_ZONE - 176) & !15;
+        if t.abi == AbiKind::Compat && scratch + 176 > u32::MAX as u64 {
+            // A 64-bit program using int $0x80: its stack is out of a 32-bit
+            // pointer's reach. Refuse rather than let the bind through unchecked.
+            warn!("pid {pid}: no 32-bit scratch memory for the address; denying the bind");
+            return self.skip(pid, regs, Errno::EPERM, report);
         }
+        let mut scratch_bytes = [0u8; 144];
+        scratch_bytes[..to_bind.len()].copy_from_slice(to_bind);
+        let array = [fd as u32, scratch as u32, to_bind.len() as u32];
+        for (i, word) in array.iter().enumerate() {
+            scratch_bytes[128 + i * 4..132 + i * 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        if let Err(e) = memory::write(pid, scratch, &scratch_bytes) {
+            warn!("pid {pid}: cannot write the address to bind: {e}; denying the bind");
+            return self.skip(pid, regs, Errno::EFAULT, report);
+        }
+        let mut changed = regs;
+        if t.via_socketcall {
+            set(&mut changed, Reg::CompatArg(1), scratch + 128);
+        } else {
+            set(&mut changed, Reg::arg(t.abi, 1), scratch);
+            set(&mut changed, Reg::arg(t.abi, 2), to_bind.len() as u64);
+        }
+        self.apply(pid, regs, &changed, Fixup::RestoreArgs, report)
     }
 
     /// Turns the call into dup2(inherited, fd) (dup3 where there is no dup2 or the

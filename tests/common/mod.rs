@@ -186,7 +186,7 @@ pub fn bindrace() -> &'static str {
 /// An example program's path. `cargo test --test NAME` and `cargo test --tests` do
 /// not build examples, so a missing one is built with the same cargo, profile and
 /// target directory.
-fn example(name: &str) -> String {
+pub fn example(name: &str) -> String {
     let profile_dir = Path::new(force_bind_bin()).parent().expect("bin dir");
     let path = profile_dir.join("examples").join(name);
     if !path.exists() {
@@ -269,6 +269,49 @@ pub fn static_bind() -> &'static str {
         fs::rename(&tmp, &path).expect("rename static_bind");
         path.to_str().expect("utf-8 path").to_string()
     })
+}
+
+/// `tests/c/NAME.c` compiled with `gcc -O2 -Wall FLAGS`, once per test process and
+/// name (the flags of the first call win). Like `static_bind`, it is built under a
+/// private name and renamed, so concurrent test processes never run a half-written file.
+pub fn c_program(name: &str, flags: &[&str]) -> &'static str {
+    c_build(name, name, flags).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `tests/c/SRC.c` compiled with `gcc -O2 -Wall FLAGS` into OUT, once per test
+/// process and OUT; Err with gcc's message when it cannot be built (say, `-m32`
+/// without gcc-multilib).
+pub fn c_build(src: &str, out_name: &str, flags: &[&str]) -> Result<&'static str, String> {
+    static BUILT: Mutex<Vec<(String, Result<&'static str, String>)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, result)) = built.iter().find(|(n, _)| n == out_name) {
+        return result.clone();
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{src}.c"));
+    let dir = tmp_dir().join(out_name);
+    fs::create_dir_all(&dir).expect("create C target dir");
+    let tmp = dir.join(format!("{out_name}.{}", std::process::id()));
+    let out = Command::new("gcc")
+        .args(["-O2", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output()
+        .expect("gcc is needed for the C targets");
+    let result = if out.status.success() {
+        let path = dir.join(out_name);
+        fs::rename(&tmp, &path).expect("rename C target");
+        Ok(&*Box::leak(path.to_str().expect("utf-8 path").into()))
+    } else {
+        Err(format!(
+            "gcc {flags:?} {src}.c failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    built.push((out_name.to_string(), result.clone()));
+    result
 }
 
 /// True when `path` is an ELF executable without a PT_INTERP program header,
