@@ -24,8 +24,22 @@ fn main() {
     };
     println!("cargo:rustc-env=FORCE_BIND_VERSION={version}");
     // Re-run when HEAD moves or the index changes (commits, checkouts, edits staged).
-    for path in [".git/HEAD", ".git/index", ".git/refs/tags"] {
-        if std::path::Path::new(path).exists() {
+    // A commit moves the branch's ref, not .git/HEAD (which names the branch), so
+    // watch that ref, packed-refs and HEAD's reflog too.
+    let mut watched = vec![
+        ".git/HEAD".to_string(),
+        ".git/index".into(),
+        ".git/refs/tags".into(),
+        ".git/packed-refs".into(),
+        ".git/logs/HEAD".into(),
+    ];
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD")
+        && let Some(branch) = head.trim().strip_prefix("ref: ")
+    {
+        watched.push(format!(".git/{branch}"));
+    }
+    for path in watched {
+        if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }

@@ -86,11 +86,19 @@ struct Args {
     #[arg(long)]
     allow_io_uring: bool,
 
+    /// Events as JSON, one object per line (field names in README.md)
+    #[arg(long)]
+    json: bool,
+
+    /// Write events to FILE (appended) instead of stderr
+    #[arg(long, value_name = "FILE")]
+    log: Option<std::path::PathBuf>,
+
     /// Keep LISTEN_FDS/LISTEN_FDNAMES for the program (LISTEN_PID set to its PID)
     #[arg(long)]
     pass_listen_fds: bool,
 
-    /// Verbose: one line per bind
+    /// Verbose: one line per bind and listen (with no rule at all, the default)
     #[arg(short = 'v')]
     verbose: bool,
 
@@ -148,6 +156,8 @@ pub struct Options {
     pub engine: EngineChoice,
     pub pass_listen_fds: bool,
     pub allow_io_uring: bool,
+    pub json: bool,
+    pub log_file: Option<std::path::PathBuf>,
     pub level: Level,
     pub ignored_timeout: Option<String>,
     pub version: bool,
@@ -231,6 +241,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Options, CliEr
         },
         pass_listen_fds: args.pass_listen_fds,
         allow_io_uring: args.allow_io_uring,
+        json: args.json,
+        log_file: args.log,
         level,
         ignored_timeout: args.timeout,
         version: args.version,

@@ -12,16 +12,7 @@
 use seccompiler::{SeccompAction, sock_filter};
 
 use crate::arch::{Abi, AbiKind, Arch};
-
-/// A trapped call, as the engines see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
-    Bind,
-    Listen,
-    /// Refused (ENOSYS) unless --allow-io-uring: io_uring's IORING_OP_BIND and
-    /// IORING_OP_LISTEN (6.11+) never pass through seccomp.
-    IoUringSetup,
-}
+pub use crate::event::Call;
 
 /// Which trapped call stopped, in which ABI, and whether through socketcall(2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +115,11 @@ impl Traps {
     pub fn for_policy(policy: &crate::rule::Policy, trap: Trap) -> Traps {
         Traps {
             trap,
-            listen: policy.skip_listen_on_replaced || policy.restricts_wildcard(),
+            // -L, the implicit bind of listen(), and watching (no rule: every bind
+            // and listen is shown).
+            listen: policy.skip_listen_on_replaced
+                || policy.restricts_wildcard()
+                || policy.rules.is_empty(),
             io_uring: !policy.allow_io_uring,
             // With no rule force-bind only watches; a bind by another name is still a
             // bind the policy cannot see, so any rule refuses it.

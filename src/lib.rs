@@ -10,7 +10,9 @@ mod arch;
 
 mod activation;
 mod cli;
+mod diagnose;
 mod engine;
+pub mod event;
 mod exit;
 mod filter;
 mod log;
@@ -45,6 +47,22 @@ pub fn run() -> ExitCode {
         }
     };
     log::set_level(options.level);
+    let log_file = match &options.log_file {
+        None => None,
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("force-bind: cannot open {}: {e}", path.display());
+                return ExitCode::from(exit::INTERNAL as u8);
+            }
+        },
+    };
+    // With no rule at all force-bind only watches: every bind and listen is shown.
+    log::configure_events(options.json, options.rules.is_empty(), log_file);
     if let Some(what) = options.generate {
         return print_documentation(what);
     }

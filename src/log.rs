@@ -1,11 +1,17 @@
-// log.rs: what force-bind tells the user on stderr, and how much. One global level,
-// set once from -q/-v/-D before any engine runs.
+// log.rs: what force-bind tells the user, how much, and where. One global setting,
+// made once from -q/-v/-D/--json/--log before any engine runs: warnings go to stderr,
+// events (one per trapped call, event.rs) to stderr or the --log file, as text or
+// JSON. With no rule at all force-bind only watches, and every event is shown.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
+use nix::unistd::Pid;
 
+use crate::event::{Action, Call, Event, Holder, Outcome};
 use crate::rule::{Decision, Note, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,39 +66,220 @@ macro_rules! debug {
 
 pub(crate) use {debug, verbose, warning as warn};
 
-/// The -v text for one bind decision, the same in both engines.
-pub fn describe_bind(fd: i32, addr: &SocketAddr, verdict: &Verdict) -> String {
-    let by = verdict
-        .rule
-        .map(|r| format!(" by '{}'", r.text))
-        .unwrap_or_default();
-    let what = match verdict.decision {
-        Decision::Allow if verdict.rule.is_some() => format!("allowed{by}"),
-        Decision::Allow => "no rule matched, allowed".to_string(),
-        Decision::Rewrite(to) => format!("rewritten to {to}{by}"),
-        Decision::ReplaceWithFd(n) => format!("replaced by inherited fd {n}{by}"),
-        Decision::Deny(e) => format!("denied ({e}){by}"),
-    };
-    let note = match &verdict.note {
-        Some(Note::NotPassed(fd_ref)) => format!(" ({fd_ref} not passed: binding normally)"),
-        None => String::new(),
-    };
-    format!("bind fd {fd} to {addr}: {what}{note}")
-}
+static JSON: AtomicBool = AtomicBool::new(false);
+static WATCH: AtomicBool = AtomicBool::new(false);
+/// Where events go: the --log file, or stderr when unset.
+static SINK: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
 
-/// "ok", or the errno a syscall's result carries.
-pub fn outcome(result: i64) -> String {
-    if result < 0 {
-        format!("failed: {}", Errno::from_raw(-result as i32))
-    } else {
-        "ok".to_string()
+/// Events as JSON (--json), whether force-bind only watches (no rule), and the
+/// --log file, if any.
+pub fn configure_events(json: bool, watch: bool, file: Option<std::fs::File>) {
+    JSON.store(json, Ordering::Relaxed);
+    WATCH.store(watch, Ordering::Relaxed);
+    if let Some(file) = file {
+        let _ = SINK.set(Mutex::new(file));
     }
 }
 
-/// The -v line for a refused io_uring_setup(), the same in both engines.
-pub fn io_uring_refused(pid: nix::unistd::Pid) {
-    verbose!(
-        "pid {pid} ({}): io_uring_setup refused (ENOSYS): binds through io_uring would bypass the policy (--allow-io-uring)",
-        crate::target::comm(pid)
-    );
+/// Whether anyone will see an event: worth the work of building one.
+pub fn events_wanted() -> bool {
+    JSON.load(Ordering::Relaxed)
+        || enabled(Level::Verbose)
+        || (WATCH.load(Ordering::Relaxed) && enabled(Level::Normal))
+}
+
+/// Writes one event line, whole (one write, so lines from worker threads never mix).
+pub fn emit(event: &Event) {
+    if !events_wanted() {
+        return;
+    }
+    let mut line = if JSON.load(Ordering::Relaxed) {
+        event.json()
+    } else {
+        format!("force-bind: {}", event.text())
+    };
+    line.push('\n');
+    match SINK.get() {
+        Some(file) => {
+            let _ = file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_all(line.as_bytes());
+        }
+        None => {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+}
+
+/// The event for a judged bind (or the implicit bind of a listen), made when the
+/// policy decides and emitted when the call's result is known (at once, or at the
+/// syscall's exit in the ptrace engine). A failure is explained where it can be:
+/// who holds the address, or a hint.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pid: Pid,
+    call: Call,
+    fd: i32,
+    requested: SocketAddr,
+    rule: Option<String>,
+    action: Action,
+    /// The address actually tried, for explaining a failure.
+    attempted: Option<SocketAddr>,
+    note: Option<String>,
+    /// SO_TYPE, when known, to look in the right /proc/net table.
+    sock_type: Option<i32>,
+}
+
+impl Announcement {
+    /// None when nobody would see the event: then it costs nothing.
+    pub fn new(
+        pid: Pid,
+        call: Call,
+        fd: i32,
+        requested: SocketAddr,
+        verdict: &Verdict,
+        sock_type: Option<i32>,
+    ) -> Option<Self> {
+        if !events_wanted() {
+            return None;
+        }
+        let (action, attempted) = match verdict.decision {
+            Decision::Allow => (Action::Allowed, Some(requested)),
+            Decision::Rewrite(to) => (Action::Rewritten(to), Some(to)),
+            Decision::ReplaceWithFd(n) => (Action::Replaced(n), None),
+            Decision::Deny(_) => (Action::Denied, None),
+        };
+        let note = verdict.note.as_ref().map(|Note::NotPassed(fd_ref)| format!("{fd_ref} not passed: binding normally"));
+        Some(Announcement {
+            pid,
+            call,
+            fd,
+            requested,
+            rule: verdict.rule.map(|r| r.text.clone()),
+            action,
+            attempted,
+            note,
+            sock_type,
+        })
+    }
+
+    /// Adds to the note (a detail learnt while carrying the decision out).
+    pub fn note(&mut self, text: &str) {
+        self.note = Some(match self.note.take() {
+            Some(n) => format!("{n}; {text}"),
+            None => text.to_string(),
+        });
+    }
+
+    /// Emits it with the call's result: the bound address when known, or the errno.
+    pub fn emit(&self, result: Result<Option<SocketAddr>, Errno>) {
+        let outcome = match (result, &self.action) {
+            // A replaced socket is bound where the inherited one is.
+            (Ok(None), Action::Replaced(n)) => Outcome::Ok {
+                bound: crate::target::own_local_addr(*n),
+            },
+            (Ok(bound), _) => Outcome::Ok { bound },
+            (Err(errno), _) => explain(self.pid, errno, self.attempted, self.sock_type),
+        };
+        emit(&Event {
+            pid: self.pid.as_raw(),
+            comm: crate::target::comm(self.pid),
+            call: self.call,
+            fd: Some(self.fd),
+            requested: Some(self.requested),
+            rule: self.rule.clone(),
+            action: self.action.clone(),
+            note: self.note.clone(),
+            outcome,
+        });
+    }
+
+    /// The address the bind will land on when it succeeds, if it is known without
+    /// asking the kernel (not for port 0).
+    pub fn expected_bound(&self) -> Option<SocketAddr> {
+        self.attempted.filter(|a| a.port() != 0)
+    }
+}
+
+/// A failure, with who holds the address (EADDRINUSE) or a hint (EADDRNOTAVAIL).
+pub fn explain(
+    pid: Pid,
+    errno: Errno,
+    attempted: Option<SocketAddr>,
+    sock_type: Option<i32>,
+) -> Outcome {
+    let (holder, hint) = match (errno, attempted) {
+        (Errno::EADDRINUSE, Some(addr)) => {
+            (Some(crate::diagnose::holder(pid, addr, sock_type)), None)
+        }
+        (Errno::EADDRNOTAVAIL, Some(addr)) => {
+            (None, crate::diagnose::not_local_hint(pid, addr.ip()))
+        }
+        _ => (None, None),
+    };
+    Outcome::Failed {
+        errno,
+        holder,
+        hint,
+    }
+}
+
+/// The event for a call that needs no judging: a skipped listen (-L), a refused
+/// io_uring_setup, or a listen that was only watched.
+pub fn emit_simple(
+    pid: Pid,
+    call: Call,
+    fd: Option<i32>,
+    action: Action,
+    result: Result<(), Errno>,
+) {
+    if !events_wanted() {
+        return;
+    }
+    emit(&Event {
+        pid: pid.as_raw(),
+        comm: crate::target::comm(pid),
+        call,
+        fd,
+        requested: None,
+        rule: None,
+        action,
+        note: None,
+        outcome: match result {
+            Ok(()) => Outcome::Ok { bound: None },
+            Err(errno) => Outcome::Failed {
+                errno,
+                holder: None::<Holder>,
+                hint: None,
+            },
+        },
+    });
+}
+
+/// An event to emit once a traced syscall returns (the ptrace engine learns the
+/// result only at the syscall-exit stop).
+#[derive(Debug, Clone)]
+pub enum Later {
+    Bind(Announcement),
+    /// A call that needed no judging, only watching.
+    Watched {
+        call: Call,
+        fd: i32,
+    },
+}
+
+impl Later {
+    pub fn emit(&self, pid: Pid, result: i64) {
+        let result = match result {
+            0.. => Ok(()),
+            _ => Err(Errno::from_raw(-result as i32)),
+        };
+        match self {
+            Later::Bind(a) => a.emit(result.map(|()| a.expected_bound())),
+            Later::Watched { call, fd } => {
+                emit_simple(pid, *call, Some(*fd), Action::Allowed, result)
+            }
+        }
+    }
 }

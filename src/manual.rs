@@ -52,10 +52,11 @@ with
 .BR \-L );
 every other system call runs at full speed.
 Two engines carry the policy out: \fBnotify\fR (seccomp user notification,
-Linux 5.9 and later; force-bind binds its own copy of the program's socket, so
-another thread cannot change the address after the check) and \fBptrace\fR
-(seccomp RET_TRACE, any kernel with seccomp filters; the kernel re-reads the
-address after the check, so it can be raced).
+Linux 5.9 and later) and \fBptrace\fR (seccomp RET_TRACE, any kernel with
+seccomp filters).
+Both judge the bytes that are bound: force\-bind binds its own copy of the
+program's socket, or (ptrace before Linux 5.6) points the call at a copy of the
+checked address, so another thread cannot change the address after the check.
 .B "\-\-engine auto"
 picks notify when the kernel has everything it needs, else ptrace.
 "#;
@@ -170,7 +171,7 @@ systemd\-socket\-activate \-l 8000 \-\-fdname=web \e
 If force\-bind dies, the program's trapped binds fail (notify engine) or the
 program is killed (ptrace engine).
 The filter sets \fBno_new_privs\fR.
-Use the notify engine where the policy must hold against a hostile program.
+The README's security model lists what is enforced and what is not.
 .SH SEE ALSO
 .BR bind (2),
 .BR seccomp (2),

@@ -10,19 +10,24 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-use crate::log::{self, Level, verbose, warn};
+use crate::event::Call;
+use crate::log::{Announcement, warn};
 use crate::rule::{BindRequest, Decision, Policy};
 use crate::sockaddr::{self, Decoded};
 use crate::target;
 
 /// What the engine still has to do to finish the program's call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Finish {
     /// The call is done: it returns 0 or this errno.
     Return(Result<(), Errno>),
     /// Put inherited socket `inherited` at the program's descriptor (keeping that
-    /// descriptor's close-on-exec flag), then return 0.
-    Replace { inherited: RawFd, cloexec: bool },
+    /// descriptor's close-on-exec flag), then return 0, and announce the result.
+    Replace {
+        inherited: RawFd,
+        cloexec: bool,
+        announcement: Option<Announcement>,
+    },
     /// Not an IP socket: its family is fixed and the policy never touches it, so the
     /// kernel may run the call as the program made it.
     NotIp,
@@ -90,6 +95,7 @@ pub fn read_sockaddr(
 pub fn bind(
     policy: &Policy,
     limits: Limits,
+    call: Call,
     pid: Pid,
     fd: RawFd,
     socket: &Socket,
@@ -112,31 +118,30 @@ pub fn bind(
     let dual_stack =
         policy.needs_dual_stack(&addr) && target::sock_dual_stack(sock).unwrap_or(false);
     let verdict = policy.decide(&BindRequest { addr, dual_stack });
-    let finish = match verdict.decision {
-        Decision::Allow => Finish::Return(bind_checked(limits, pid, sock, bytes, addr)),
-        Decision::Rewrite(to) => Finish::Return(bind_checked(
-            limits,
-            pid,
-            sock,
-            sockaddr::encode(&to).as_bytes(),
-            to,
-        )),
-        Decision::Deny(errno) => Finish::Return(Err(errno)),
-        Decision::ReplaceWithFd(inherited) => replace(pid, fd, inherited, (domain, sock_type)),
+    let announcement = Announcement::new(pid, call, fd, addr, &verdict, Some(sock_type));
+    let result = match verdict.decision {
+        Decision::Allow => bind_checked(limits, pid, sock, bytes, addr),
+        Decision::Rewrite(to) => {
+            bind_checked(limits, pid, sock, sockaddr::encode(&to).as_bytes(), to)
+        }
+        Decision::Deny(errno) => Err(errno),
+        Decision::ReplaceWithFd(inherited) => {
+            match replace(pid, fd, inherited, (domain, sock_type)) {
+                Ok(cloexec) => {
+                    return Finish::Replace {
+                        inherited,
+                        cloexec,
+                        announcement,
+                    };
+                }
+                Err(e) => Err(e),
+            }
+        }
     };
-    if log::enabled(Level::Verbose) {
-        let result = match finish {
-            Finish::Return(Err(e)) => -(e as i64),
-            _ => 0,
-        };
-        let line = log::describe_bind(fd, &addr, &verdict);
-        verbose!(
-            "pid {pid} ({}): {line}: {}",
-            target::comm(pid),
-            log::outcome(result)
-        );
+    if let Some(a) = &announcement {
+        a.emit(result.map(|()| target::local_addr(sock).ok()));
     }
-    finish
+    Finish::Return(result)
 }
 
 /// Binds as the program could: a privileged port needs its CAP_NET_BIND_SERVICE.
@@ -157,7 +162,9 @@ fn bind_checked(
     }
 }
 
-fn replace(pid: Pid, fd: RawFd, inherited: RawFd, kind: (i32, i32)) -> Finish {
+/// Whether inherited socket `inherited` may take the place of the program's `fd`,
+/// and with which close-on-exec flag.
+fn replace(pid: Pid, fd: RawFd, inherited: RawFd, kind: (i32, i32)) -> Result<bool, Errno> {
     // SAFETY: `inherited` is one of force-bind's own descriptors, open for its whole
     // life (activation.rs checked it is a socket).
     let ours = unsafe { std::os::fd::BorrowedFd::borrow_raw(inherited) };
@@ -165,11 +172,10 @@ fn replace(pid: Pid, fd: RawFd, inherited: RawFd, kind: (i32, i32)) -> Finish {
         warn!(
             "pid {pid}: inherited fd {inherited} is not the same kind of socket as fd {fd}; refusing the bind"
         );
-        return Finish::Return(Err(Errno::EINVAL));
+        return Err(Errno::EINVAL);
     }
     // A pidfd_getfd copy always has CLOEXEC: the program's own flag is in fdinfo.
-    let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
-    Finish::Replace { inherited, cloexec }
+    Ok(target::fd_cloexec(pid, fd).unwrap_or(false))
 }
 
 /// EINVAL from bind on a socket already bound exactly as decided is the program's

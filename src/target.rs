@@ -151,6 +151,15 @@ pub fn local_addr(sock: &OwnedFd) -> Result<std::net::SocketAddr, Errno> {
     }
 }
 
+/// The address of one of force-bind's own sockets (an inherited one).
+pub fn own_local_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: `fd` is one of force-bind's own open descriptors; the borrow ends here.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .ok()?;
+    local_addr(&sock).ok()
+}
+
 /// CAP_NET_BIND_SERVICE in the effective set of `pid` (from /proc/PID/status).
 pub fn can_bind_privileged(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -7,6 +7,7 @@ use nix::unistd::Pid;
 
 use super::listener::{Notification, Response, let_kernel_continue};
 use super::supervisor::Supervisor;
+use crate::event::Call;
 use crate::filter::Trapped;
 use crate::memory;
 use crate::sidebind::{self, Finish, Socket};
@@ -34,10 +35,26 @@ impl Supervisor<'_> {
         let len = sidebind::read_sockaddr(len, |b| memory::read(pid, addr_ptr, b), &mut buf)?;
         let bytes = &buf[..len];
         self.listener.id_valid(n.id)?;
-        match sidebind::bind(self.policy, self.limits, pid, fd, &socket, bytes) {
+        match sidebind::bind(
+            self.policy,
+            self.limits,
+            Call::Bind,
+            pid,
+            fd,
+            &socket,
+            bytes,
+        ) {
             Finish::Return(result) => result.map(|()| Response::Return(0)),
-            Finish::Replace { inherited, cloexec } => {
-                self.listener.add_fd(n.id, inherited, fd, cloexec)?;
+            Finish::Replace {
+                inherited,
+                cloexec,
+                announcement,
+            } => {
+                let added = self.listener.add_fd(n.id, inherited, fd, cloexec);
+                if let Some(a) = announcement {
+                    a.emit(added.map(|_| target::own_local_addr(inherited)));
+                }
+                added?;
                 Ok(Response::Return(0))
             }
             // SAFETY: as above (not reached: non-IP sockets were let through already).

@@ -10,8 +10,8 @@ use nix::unistd::Pid;
 
 use super::listener::{Notification, Response};
 use super::supervisor::Supervisor;
+use crate::event::{Action, Call};
 use crate::filter::Trapped;
-use crate::log::verbose;
 use crate::sidebind::{self, Finish, Socket};
 use crate::sockaddr;
 use crate::target;
@@ -27,10 +27,8 @@ impl Supervisor<'_> {
         let sock = &socket.sock;
         let inode = nix::sys::stat::fstat(sock)?.st_ino;
         if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
-            verbose!(
-                "pid {pid} ({}): listen fd {fd}: skipped, it is inherited fd {inherited}, already listening: ok",
-                target::comm(pid)
-            );
+            crate::log::debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
+            crate::log::emit_simple(pid, Call::Listen, Some(fd), Action::Skipped, Ok(()));
             return Ok(Response::Return(0));
         }
         // A socket nobody bound would get 0.0.0.0:0 or [::]:0 from listen itself:
@@ -40,18 +38,35 @@ impl Supervisor<'_> {
             && let Some(wildcard) = sidebind::unbound_wildcard(sock)
         {
             let bytes = sockaddr::encode(&wildcard);
-            match sidebind::bind(self.policy, self.limits, pid, fd, &socket, bytes.as_bytes()) {
+            match sidebind::bind(
+                self.policy,
+                self.limits,
+                Call::Listen,
+                pid,
+                fd,
+                &socket,
+                bytes.as_bytes(),
+            ) {
                 Finish::Return(Ok(())) | Finish::NotIp => {}
                 Finish::Return(Err(e)) => return Err(e),
                 // The inherited socket already listens: installing it is the listen.
-                Finish::Replace { inherited, cloexec } => {
-                    self.listener.add_fd(n.id, inherited, fd, cloexec)?;
+                Finish::Replace {
+                    inherited,
+                    cloexec,
+                    announcement,
+                } => {
+                    let added = self.listener.add_fd(n.id, inherited, fd, cloexec);
+                    if let Some(a) = announcement {
+                        a.emit(added.map(|_| target::own_local_addr(inherited)));
+                    }
+                    added?;
                     return Ok(Response::Return(0));
                 }
             }
         }
         // SAFETY: listen(2) on our own copy of the target's socket.
-        Errno::result(unsafe { libc::listen(sock.as_raw_fd(), backlog) })?;
-        Ok(Response::Return(0))
+        let listened = Errno::result(unsafe { libc::listen(sock.as_raw_fd(), backlog) }).map(drop);
+        crate::log::emit_simple(pid, Call::Listen, Some(fd), Action::Allowed, listened);
+        listened.map(|()| Response::Return(0))
     }
 }

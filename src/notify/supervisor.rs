@@ -110,7 +110,14 @@ impl Supervisor<'_> {
             Call::Bind => self.on_bind(n, trapped),
             Call::Listen => self.on_listen(n, trapped),
             Call::IoUringSetup => {
-                crate::log::io_uring_refused(nix::unistd::Pid::from_raw(n.pid));
+                let pid = nix::unistd::Pid::from_raw(n.pid);
+                crate::log::emit_simple(
+                    pid,
+                    crate::event::Call::IoUringSetup,
+                    None,
+                    crate::event::Action::Refused,
+                    Err(Errno::ENOSYS),
+                );
                 Err(Errno::ENOSYS)
             }
         }

@@ -12,8 +12,9 @@ use nix::unistd::Pid;
 use super::stop::Restart;
 use super::tracer::{Fixup, Query, SocketFacts, Tracer};
 use crate::arch::{AbiKind, Arch, Native, Reg};
+use crate::event::{Action, Call};
 use crate::filter::Trapped;
-use crate::log::{self, Level, verbose, warn};
+use crate::log::{self, Announcement, Later, debug, warn};
 use crate::memory;
 use crate::rule::{BindRequest, Decision};
 use crate::sidebind::{self, Finish, Socket};
@@ -38,24 +39,6 @@ fn abi_of(t: Trapped) -> &'static crate::arch::Abi {
             .find(|abi| abi.kind == AbiKind::Compat)
             .expect("the filter traps compat calls only where the arch has them"),
         _ => &<Native as Arch>::NATIVE,
-    }
-}
-
-/// The -v line for one trapped call, printed with the result once it is known.
-#[derive(Debug, Clone)]
-pub struct Report {
-    line: String,
-}
-
-impl Report {
-    fn new(pid: Pid, what: String) -> Self {
-        Report {
-            line: format!("pid {pid} ({}): {what}", target::comm(pid)),
-        }
-    }
-
-    pub fn print(&self, _pid: Pid, result: i64) {
-        verbose!("{}: {}", self.line, log::outcome(result));
     }
 }
 
@@ -110,12 +93,30 @@ impl Tracer<'_> {
             Ok(len) => len,
             Err(e) => return self.skip(pid, regs, e, None),
         };
-        match sidebind::bind(self.policy, self.limits, pid, fd, &socket, &buf[..len]) {
+        match sidebind::bind(
+            self.policy,
+            self.limits,
+            Call::Bind,
+            pid,
+            fd,
+            &socket,
+            &buf[..len],
+        ) {
             Finish::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
             Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
-            Finish::Replace { inherited, cloexec } => {
-                self.replace(pid, regs, t, fd, inherited, cloexec, None)
-            }
+            Finish::Replace {
+                inherited,
+                cloexec,
+                announcement,
+            } => self.replace(
+                pid,
+                regs,
+                t,
+                fd,
+                inherited,
+                cloexec,
+                announcement.map(Later::Bind),
+            ),
             Finish::NotIp => Ok(Restart::Continue(0)),
         }
     }
@@ -170,8 +171,7 @@ impl Tracer<'_> {
         };
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
-        let report = log::enabled(Level::Verbose)
-            .then(|| Report::new(pid, log::describe_bind(fd, &addr, &verdict)));
+        let report = Announcement::new(pid, Call::Bind, fd, addr, &verdict, None).map(Later::Bind);
         let rewritten;
         let to_bind: &[u8] = match verdict.decision {
             Decision::Deny(errno) => return self.skip(pid, regs, errno, report),
@@ -230,7 +230,7 @@ impl Tracer<'_> {
         fd: i32,
         inherited: i32,
         cloexec: bool,
-        report: Option<Report>,
+        report: Option<Later>,
     ) -> Result<Restart, Errno> {
         let expected = self
             .inherited_inodes
@@ -240,9 +240,12 @@ impl Tracer<'_> {
         if expected.is_none() || target::socket_inode(pid, inherited) != expected {
             // The program closed or reused the inherited descriptor: nothing to put
             // in place, so it binds on its own, as when the socket was not passed.
-            verbose!(
-                "pid {pid}: fd {inherited} is no longer the inherited socket in the program: binding normally"
-            );
+            let mut report = report;
+            if let Some(Later::Bind(r)) = report.as_mut() {
+                r.note(&format!(
+                    "fd {inherited} is no longer the inherited socket: binding normally"
+                ));
+            }
             return Ok(match report {
                 Some(report) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report)),
                 None => Restart::Continue(0),
@@ -279,18 +282,23 @@ impl Tracer<'_> {
             return Ok(Restart::Continue(0));
         };
         if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
-            let report = log::enabled(Level::Verbose).then(|| {
-                Report::new(
-                    pid,
-                    format!(
-                        "listen fd {fd}: skipped, it is inherited fd {inherited}, already listening"
-                    ),
-                )
-            });
-            return self.skip_with(pid, regs, 0, report);
+            debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
+            log::emit_simple(pid, Call::Listen, Some(fd), Action::Skipped, Ok(()));
+            return self.skip_with(pid, regs, 0, None);
         }
+        // Watched, not judged: the event waits for the result.
+        let watched = || match log::events_wanted() {
+            true => Some(Later::Watched {
+                call: Call::Listen,
+                fd,
+            }),
+            false => None,
+        };
         if !self.policy.restricts_wildcard() || !self.has_pidfd_getfd {
-            return Ok(Restart::Continue(0));
+            return Ok(match watched() {
+                Some(later) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(later)),
+                None => Restart::Continue(0),
+            });
         }
         let socket = match target::pidfd(pid).and_then(|pidfd| Socket::take(&pidfd, fd)) {
             Ok(socket) if socket.is_ip() => socket,
@@ -302,6 +310,7 @@ impl Tracer<'_> {
         match sidebind::bind(
             self.policy,
             self.limits,
+            Call::Listen,
             pid,
             fd,
             &socket,
@@ -311,9 +320,19 @@ impl Tracer<'_> {
             Finish::Return(Ok(())) | Finish::NotIp => Ok(Restart::Continue(0)),
             Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
             // The inherited socket already listens: replacing is all there is to do.
-            Finish::Replace { inherited, cloexec } => {
-                self.replace(pid, regs, t, fd, inherited, cloexec, None)
-            }
+            Finish::Replace {
+                inherited,
+                cloexec,
+                announcement,
+            } => self.replace(
+                pid,
+                regs,
+                t,
+                fd,
+                inherited,
+                cloexec,
+                announcement.map(Later::Bind),
+            ),
         }
     }
 
@@ -321,7 +340,13 @@ impl Tracer<'_> {
     /// filter sees (IORING_OP_BIND and IORING_OP_LISTEN never pass through seccomp).
     pub fn on_io_uring_setup(&mut self, pid: Pid) -> Result<Restart, Errno> {
         let regs = self.regs(pid)?;
-        log::io_uring_refused(pid);
+        log::emit_simple(
+            pid,
+            Call::IoUringSetup,
+            None,
+            Action::Refused,
+            Err(Errno::ENOSYS),
+        );
         self.skip(pid, regs, Errno::ENOSYS, None)
     }
 
@@ -360,7 +385,7 @@ impl Tracer<'_> {
         pid: Pid,
         regs: Regs,
         errno: Errno,
-        report: Option<Report>,
+        report: Option<Later>,
     ) -> Result<Restart, Errno> {
         self.skip_with(pid, regs, -(errno as i64), report)
     }
@@ -370,7 +395,7 @@ impl Tracer<'_> {
         pid: Pid,
         regs: Regs,
         result: i64,
-        report: Option<Report>,
+        report: Option<Later>,
     ) -> Result<Restart, Errno> {
         let mut changed = regs;
         // Syscall number -1: the kernel skips the call and leaves the result to us.

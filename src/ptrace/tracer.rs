@@ -73,7 +73,7 @@ pub struct Pending {
     /// Before Linux 4.8 an enter-stop comes between the seccomp stop and the exit.
     pub await_enter: bool,
     /// Filled in by the handler for the -v line printed once the result is known.
-    pub report: Option<super::bind::Report>,
+    pub report: Option<crate::log::Later>,
 }
 
 pub struct Tracer<'p> {
@@ -133,6 +133,7 @@ impl<'p> Tracer<'p> {
             let Some(stop) = Stop::from_status(pid, status) else {
                 continue;
             };
+            debug!("ptrace stop: {stop:?}");
             if let Err(e) = self.handle(stop) {
                 // ESRCH: the tracee died under us (SIGKILL, exec by another thread);
                 // its exit is reported separately.
@@ -228,7 +229,7 @@ impl<'p> Tracer<'p> {
         pid: Pid,
         original: Regs,
         fixup: Fixup,
-        report: Option<super::bind::Report>,
+        report: Option<crate::log::Later>,
     ) -> Restart {
         let await_enter = self.ordering == StopOrdering::SeccompThenEnterThenExit;
         self.pending.insert(
@@ -285,7 +286,7 @@ impl<'p> Tracer<'p> {
         <Native as Arch>::set(&mut regs, crate::arch::Reg::Result, result as u64);
         write_regs(pid, &regs)?;
         if let Some(report) = pending.report {
-            report.print(pid, result);
+            report.emit(pid, result);
         }
         Ok(Restart::Continue(0))
     }
@@ -298,7 +299,7 @@ impl<'p> Tracer<'p> {
         original: Regs,
         changed: &Regs,
         fixup: Fixup,
-        report: Option<super::bind::Report>,
+        report: Option<crate::log::Later>,
     ) -> Result<Restart, Errno> {
         if let Err(e) = write_regs(pid, changed) {
             warn!("pid {pid}: cannot change registers: {e}");

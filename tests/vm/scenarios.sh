@@ -1,0 +1,122 @@
+#!/bin/sh
+# tests/vm/scenarios.sh: force-bind's core scenarios, run *inside* the old-kernel VM
+# (busybox sh, static binaries in /vm; see tests/vm/run.sh, which boots it).
+#
+# Each scenario runs under every engine: ptrace (-p), notify (--engine notify), auto
+# (which must pick notify on 5.10), and auto under `oldkernel --as 4.19` (an emulated
+# pre-5.0 kernel: auto must fall back to ptrace). It reads back what the kernel bound
+# from bindprobe's / static_bind's getsockname() report.
+# Prints one line per check and a summary; exits 1 if any check failed.
+
+cd /vm || exit 125
+export PATH="/vm:$PATH"
+
+passed=0
+failed=0
+port=21000
+
+# expect NAME STATUS PATTERN CMD...: CMD's exit status must be STATUS and its
+# output (stdout and stderr) must match the extended regex PATTERN.
+expect() {
+    name=$1 want_status=$2 pattern=$3
+    shift 3
+    out=$("$@" 2>&1)
+    status=$?
+    if [ "$status" = "$want_status" ] && printf '%s\n' "$out" | grep -Eq -- "$pattern"; then
+        passed=$((passed + 1))
+        echo "ok   $engine_name: $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $engine_name: $name (status $status, want $want_status; want /$pattern/)"
+        echo "     command: $*"
+        printf '%s\n' "$out" | sed 's/^/     | /'
+    fi
+}
+
+# refute NAME PATTERN CMD...: CMD's output must not match PATTERN (any status).
+refute() {
+    name=$1 pattern=$2
+    shift 2
+    out=$("$@" 2>&1)
+    if printf '%s\n' "$out" | grep -Eq -- "$pattern"; then
+        failed=$((failed + 1))
+        echo "FAIL $engine_name: $name (output matches /$pattern/)"
+        printf '%s\n' "$out" | sed 's/^/     | /'
+    else
+        passed=$((passed + 1))
+        echo "ok   $engine_name: $name"
+    fi
+}
+
+next_port() {
+    port=$((port + 1))
+    p=$port
+}
+
+scenarios() {
+    # $@: how to run force-bind with this engine.
+    next_port
+    expect "rewrite 0.0.0.0:0 to 127.0.0.4:$p" 0 "^bound 4 127\.0\.0\.4:$p " \
+        "$@" -b "127.0.0.4:$p" bindprobe --addr 0.0.0.0 --port 0
+    next_port
+    expect "rewrite keeping the port" 0 "^bound 4 127\.0\.0\.5:$p " \
+        "$@" -b 127.0.0.5 bindprobe --addr 0.0.0.0 --port "$p"
+    next_port
+    expect "IPv4 rule reaches a dual-stack [::] socket" 0 "^bound 6 \[::ffff:127\.0\.0\.1\]:$p " \
+        "$@" -b "127.0.0.1:$p" bindprobe --family 6 --addr :: --v6only 0 --port 0
+    next_port
+    expect "IPv6 rewrite" 0 "^bound 6 \[::1\]:$p " \
+        "$@" -b "[::1]:$p" bindprobe --family 6 --addr :: --v6only 1 --port 0
+    next_port
+    expect "static program rewritten" 0 "^bound 4 127\.0\.0\.4:$p$" \
+        "$@" -b "127.0.0.4:$p" static_bind 127.0.0.1 0
+    expect "deny every bind (EPERM)" 1 "^error 1 " \
+        "$@" -d bindprobe --port 0
+    expect "static program denied" 1 "^error 1 " \
+        "$@" -d static_bind 127.0.0.1 0
+    next_port
+    expect "deny, then allow one port" 0 "^bound 4 127\.0\.0\.1:$p " \
+        "$@" -d -m ":$p=allow" bindprobe --port "$p"
+    next_port
+    expect "threads and forks all rewritten" 0 "^bound 4 127\.0\.0\.6:" \
+        "$@" -b 127.0.0.6 bindprobe --threads 4 --forks 2 --port 0
+    refute "threads and forks: nothing escapes" "^bound 4 127\.0\.0\.1:" \
+        "$@" -b 127.0.0.6 bindprobe --threads 4 --forks 2 --port 0
+
+    # Socket activation: sd_activate listens on 127.0.0.1:P, passes it as fd 3 with
+    # LISTEN_FDNAMES=web and execs force-bind, so the program's bind of :Q must
+    # become the passed socket (getsockname says P).
+    next_port
+    a=$p
+    next_port
+    expect "fd=3 replaces the program's socket" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate 127.0.0.1 "$a" web "$@" -m ":$p=fd=3" bindprobe --port "$p" --listen
+    next_port
+    a=$p
+    next_port
+    expect "sd=web (LISTEN_FDNAMES)" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate 127.0.0.1 "$a" web "$@" -m ":$p=sd=web" bindprobe --port "$p" --listen
+    next_port
+    a=$p
+    next_port
+    expect "sd=0 with -L" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate 127.0.0.1 "$a" web "$@" -L -m ":$p=sd=0" bindprobe --port "$p" --listen
+}
+
+echo "kernel: $(uname -r)"
+force-bind -V | sed 's/^/  /'
+
+engine_name=ptrace
+scenarios force-bind -p
+engine_name=notify
+scenarios force-bind --engine notify
+engine_name=auto
+expect "auto picks notify on this kernel" 0 "engine: notify" force-bind -v true
+scenarios force-bind
+engine_name=auto-oldkernel
+expect "auto picks ptrace on an emulated 4.19" 0 "engine: ptrace" \
+    oldkernel --as 4.19 -- force-bind -v true
+scenarios oldkernel --as 4.19 -- force-bind
+
+echo "vm scenarios: $passed passed, $failed failed"
+[ "$failed" = 0 ]
