@@ -150,7 +150,10 @@ impl Announcement {
             Decision::ReplaceWithFd(n) => (Action::Replaced(n), None),
             Decision::Deny(_) => (Action::Denied, None),
         };
-        let note = verdict.note.as_ref().map(|Note::NotPassed(fd_ref)| format!("{fd_ref} not passed: binding normally"));
+        let note = verdict
+            .note
+            .as_ref()
+            .map(|Note::NotPassed(fd_ref)| format!("{fd_ref} not passed: binding normally"));
         Some(Announcement {
             pid,
             call,

@@ -400,6 +400,18 @@ impl Tracer<'_> {
         let mut changed = regs;
         // Syscall number -1: the kernel skips the call and leaves the result to us.
         set(&mut changed, Reg::SyscallNr, u64::MAX);
+        if self.skip_sets_result() {
+            // "If the tracer asks to skip the system call, then the system call will
+            // appear to return the value that the tracer puts in the return value
+            // register" (Documentation/userspace-api/seccomp_filter.rst): one
+            // SETREGS and no stop at the syscall's exit. Nothing else was changed.
+            set(&mut changed, Reg::Result, result as u64);
+            crate::arch::write_regs(pid, &changed)?;
+            if let Some(report) = report {
+                report.emit(pid, result);
+            }
+            return Ok(Restart::Continue(0));
+        }
         self.apply(pid, regs, &changed, Fixup::Return(result), report)
     }
 }

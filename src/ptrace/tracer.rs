@@ -293,6 +293,13 @@ impl<'p> Tracer<'p> {
 
     /// Sets the registers and arranges the exit fixup; on failure the thread is left
     /// as it was, which is safe only for an allowed bind: callers deny otherwise.
+    /// Whether a skipped syscall returns what the tracer put in the result register
+    /// at the seccomp stop (Linux 4.8+, where the seccomp stop comes after the
+    /// syscall-enter-stop); before, the result is set at the exit stop.
+    pub fn skip_sets_result(&self) -> bool {
+        self.ordering == StopOrdering::SeccompThenExit
+    }
+
     pub fn apply(
         &mut self,
         pid: Pid,
