@@ -81,6 +81,10 @@ pub struct Abi {
     pub listen: u32,
     pub setsockopt: u32,
     pub io_uring_setup: u32,
+    /// clone(2), whose first argument holds the flags (CLONE_UNTRACED among them).
+    pub clone: u32,
+    pub clone3: u32,
+    pub seccomp: u32,
     /// socketcall(2), the multiplexer older 32-bit ABIs reach bind through.
     pub socketcall: Option<u32>,
     /// dup2 where the ABI has it (aarch64 has only dup3).
@@ -147,6 +151,14 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         assert_eq!(s.dup2.map(i64::from), Some(libc::SYS_dup2));
         assert_eq!(Native::NATIVE.bind, s.bind);
+        assert_eq!(Native::NATIVE.clone as i64, libc::SYS_clone);
+        assert_eq!(Native::NATIVE.clone3 as i64, libc::SYS_clone3);
+        assert_eq!(Native::NATIVE.seccomp as i64, libc::SYS_seccomp);
+        assert_eq!(Native::NATIVE.setsockopt as i64, libc::SYS_setsockopt);
+        assert_eq!(
+            Native::NATIVE.io_uring_setup as i64,
+            libc::SYS_io_uring_setup
+        );
         assert_eq!(Native::NATIVE.listen, s.listen);
     }
 }

@@ -111,6 +111,20 @@ pub struct Traps {
 }
 
 impl Traps {
+    /// The ptrace engine is only as good as its hold on every process: a child made
+    /// with CLONE_UNTRACED would escape it (and could be traced by the program
+    /// itself, whose tracer then answers our RET_TRACE), and a listener filter of
+    /// the program's own would outrank RET_TRACE. So those are refused: clone with
+    /// CLONE_UNTRACED (EPERM), clone3 whose flags a filter cannot see (ENOSYS, and
+    /// libc falls back to clone), and a new seccomp listener (EBUSY, as the kernel
+    /// answers when one exists). The notify engine needs none of this: its filter
+    /// holds every descendant, and the kernel allows one listener.
+    fn guards_the_tracer(self) -> bool {
+        self.trap == Trap::Trace
+    }
+}
+
+impl Traps {
     /// What `policy` needs trapped, delivered as `trap`.
     pub fn for_policy(policy: &crate::rule::Policy, trap: Trap) -> Traps {
         Traps {
@@ -144,6 +158,7 @@ const fn data_arg_low(i: u32) -> u32 {
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// socketcall(2) call numbers (<linux/net.h>).
@@ -152,6 +167,9 @@ const SYS_LISTEN: u32 = 4;
 /// SOL_SCTP and SCTP_SOCKOPT_BINDX_ADD (<linux/sctp.h>).
 const SOL_SCTP: u32 = 132;
 const SCTP_SOCKOPT_BINDX_ADD: u32 = 100;
+const CLONE_UNTRACED: u32 = libc::CLONE_UNTRACED as u32;
+const SECCOMP_SET_MODE_FILTER: u32 = libc::SECCOMP_SET_MODE_FILTER;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32;
 
 fn ret_trap(traps: Traps, trapped: Trapped) -> u32 {
     match traps.trap {
@@ -290,8 +308,12 @@ pub fn build<A: Arch>(traps: Traps) -> Vec<sock_filter> {
     }
     a.label("deny_bind");
     a.ret(ret_errno(libc::EPERM));
-    a.label("deny_io_uring");
+    a.label("enosys");
     a.ret(ret_errno(libc::ENOSYS));
+    if traps.guards_the_tracer() {
+        a.label("ebusy");
+        a.ret(ret_errno(libc::EBUSY));
+    }
     a.finish()
 }
 
@@ -339,7 +361,7 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
             JEQ_K,
             nr(abi.io_uring_setup),
             &if denied {
-                "deny_io_uring".into()
+                "enosys".into()
             } else {
                 at("io_uring")
             },
@@ -351,6 +373,11 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
     }
     if let Some(socketcall) = abi.socketcall {
         a.jump(JEQ_K, nr(socketcall), &at("socketcall"), "");
+    }
+    if traps.guards_the_tracer() {
+        a.jump(JEQ_K, nr(abi.clone), &at("clone"), "");
+        a.jump(JEQ_K, nr(abi.clone3), "enosys", "");
+        a.jump(JEQ_K, nr(abi.seccomp), &at("seccomp"), "");
     }
     a.ret(ret_allow());
     if !denied {
@@ -396,10 +423,23 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
             });
         }
     }
-    if traps.sctp_bindx {
-        a.label(&at("allow"));
-        a.ret(ret_allow());
+    if traps.guards_the_tracer() {
+        a.label(&at("clone"));
+        a.ld(data_arg_low(0));
+        a.jump(JSET_K, CLONE_UNTRACED, "deny_bind", &at("allow"));
+        a.label(&at("seccomp"));
+        a.ld(data_arg_low(0));
+        a.jump(JEQ_K, SECCOMP_SET_MODE_FILTER, "", &at("allow"));
+        a.ld(data_arg_low(1));
+        a.jump(
+            JSET_K,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            "ebusy",
+            &at("allow"),
+        );
     }
+    a.label(&at("allow"));
+    a.ret(ret_allow());
 }
 
 /// A program that RET_TRACEs syscall `nr` of the native ABI and allows everything
@@ -444,6 +484,7 @@ mod tests {
                 }
                 JEQ_K => pc += if acc == i.k { i.jt } else { i.jf } as usize,
                 JGE_K => pc += if acc >= i.k { i.jt } else { i.jf } as usize,
+                JSET_K => pc += if acc & i.k != 0 { i.jt } else { i.jf } as usize,
                 RET_K => return i.k,
                 other => panic!("unexpected opcode {other:#x}"),
             }
@@ -454,6 +495,7 @@ mod tests {
     const ALLOW: u32 = 0x7fff_0000;
     const EPERM: u32 = 0x0005_0000 | 1;
     const ENOSYS: u32 = 0x0005_0000 | 38;
+    const EBUSY: u32 = 0x0005_0000 | 16;
     fn trace(call: Call, abi: AbiKind, via_socketcall: bool) -> u32 {
         0x7ff0_0000
             | Trapped {
@@ -524,6 +566,16 @@ mod tests {
             (102, AUDIT_ARCH_I386, [3, 0, 0], ALLOW),
             (49, AUDIT_ARCH_I386, [0, 0, 0], ALLOW),
             (49, AUDIT_ARCH_AARCH64, [0, 0, 0], 0),
+            // What keeps every process in the tracer's hands (ptrace engine only).
+            (56, AUDIT_ARCH_X86_64, [0x0080_0000 | 17, 0, 0], EPERM),
+            (56, AUDIT_ARCH_X86_64, [17, 0, 0], ALLOW),
+            (435, AUDIT_ARCH_X86_64, [0, 0, 0], ENOSYS),
+            (317, AUDIT_ARCH_X86_64, [1, 8, 0], EBUSY),
+            (317, AUDIT_ARCH_X86_64, [1, 0, 0], ALLOW),
+            (317, AUDIT_ARCH_X86_64, [0, 8, 0], ALLOW),
+            (120, AUDIT_ARCH_I386, [0x0080_0000, 0, 0], EPERM),
+            (354, AUDIT_ARCH_I386, [1, 8, 0], EBUSY),
+            (x32 | 435, AUDIT_ARCH_X86_64, [0, 0, 0], ENOSYS),
         ];
         for (nr, arch, args, want) in cases {
             assert_eq!(
@@ -550,6 +602,9 @@ mod tests {
             trap: Trap::Notify,
             ..ALL
         });
+        // The notify engine needs no guards: clone3 and listeners are left alone.
+        assert_eq!(run(&p, 435, AUDIT_ARCH_X86_64, [0; 3]), ALLOW);
+        assert_eq!(run(&p, 56, AUDIT_ARCH_X86_64, [0x0080_0000, 0, 0]), ALLOW);
         for (nr, arch, arg0) in [
             (49, AUDIT_ARCH_X86_64, 0),
             (50, AUDIT_ARCH_X86_64, 0),
@@ -640,7 +695,7 @@ mod tests {
     #[test]
     fn x86_64_golden_prefix() {
         let p = build::<X86_64>(Traps {
-            trap: Trap::Trace,
+            trap: Trap::Notify,
             listen: false,
             io_uring: true,
             sctp_bindx: true,
@@ -661,7 +716,7 @@ mod tests {
             (0x15, 3, 0, 425),          // io_uring_setup
             (0x15, 3, 0, 54),           // setsockopt
             (0x06, 0, 0, ALLOW),
-            (0x06, 0, 0, 0x7ff0_0001), // trace bind
+            (0x06, 0, 0, 0x7fc0_0000), // notify bind
         ];
         assert_eq!(got, want);
     }

@@ -62,8 +62,8 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub fn take(pidfd: &OwnedFd, fd: RawFd) -> Result<Socket, Errno> {
-        let sock = target::getfd(pidfd, fd)?;
+    pub fn take(pidfds: &target::Pidfds, pid: Pid, fd: RawFd) -> Result<Socket, Errno> {
+        let sock = pidfds.getfd(pid, fd)?;
         let kind = target::sock_domain_type(sock.as_fd())?;
         Ok(Socket { sock, kind })
     }

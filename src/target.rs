@@ -75,6 +75,59 @@ pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
     }
 }
 
+/// Pidfds kept for the processes that bind, so a bind costs no pidfd_open. Only a
+/// thread-group leader's pidfd is kept: a leader's PID cannot be reused while its
+/// process lives, and once it is gone the kept pidfd fails with ESRCH and is
+/// replaced. (A non-leader thread's id could be reused by another process while
+/// the first lives, so those are looked up each time.)
+#[derive(Default)]
+pub struct Pidfds {
+    leaders: std::sync::Mutex<std::collections::HashMap<i32, std::sync::Arc<OwnedFd>>>,
+}
+
+/// More processes than this at once and the cache starts over: the descriptor
+/// count stays bounded whatever the program does.
+const MAX_KEPT_PIDFDS: usize = 256;
+
+impl Pidfds {
+    /// Our copy of descriptor `fd` of the process thread `tid` belongs to.
+    pub fn getfd(&self, tid: Pid, fd: RawFd) -> Result<OwnedFd, Errno> {
+        let kept = self.lock().get(&tid.as_raw()).cloned();
+        if let Some(pidfd) = kept {
+            match getfd(&pidfd, fd) {
+                Err(Errno::ESRCH) => {
+                    self.lock().remove(&tid.as_raw());
+                }
+                other => return other,
+            }
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), 0) };
+        match Errno::result(rc) {
+            Ok(raw) => {
+                // SAFETY: a fresh descriptor that we now own.
+                let pidfd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw as RawFd) });
+                let copy = getfd(&pidfd, fd);
+                let mut leaders = self.lock();
+                if leaders.len() >= MAX_KEPT_PIDFDS {
+                    leaders.clear();
+                }
+                leaders.insert(tid.as_raw(), pidfd);
+                copy
+            }
+            // Not a leader: through its thread group, without keeping anything.
+            Err(Errno::EINVAL | Errno::ENOENT) => getfd(&pidfd(tid)?, fd),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, std::sync::Arc<OwnedFd>>> {
+        self.leaders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Our own copy of descriptor `fd` of the process behind `pidfd` (Linux 5.6+).
 pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_getfd returns a new descriptor (with CLOEXEC) that we now own.

@@ -19,11 +19,10 @@ impl Supervisor<'_> {
         let pid = Pid::from_raw(n.pid);
         let [fd, addr_ptr, len] = self.call_args(n, trapped)?;
         let fd = fd as i32;
-        // The pidfd first: from here on it names this process even if the pid is
-        // reused; ID_VALID below proves the process was still the caller then.
-        let pidfd = target::pidfd(pid)?;
-        // bind(2)'s own order: the descriptor, then the length, then the memory.
-        let socket = Socket::take(&pidfd, fd)?;
+        // bind(2)'s own order: the descriptor, then the length, then the memory. The
+        // socket is taken before ID_VALID below, which proves the caller was still
+        // alive then, so the pid named the caller's process when it was taken.
+        let socket = Socket::take(&self.pidfds, pid, fd)?;
         if !socket.is_ip() {
             // SAFETY: the socket's own family is fixed at creation and is not IP, so
             // whatever address the kernel re-reads it can only bind within that

@@ -21,9 +21,8 @@ impl Supervisor<'_> {
         let pid = Pid::from_raw(n.pid);
         let [fd, backlog, _] = self.call_args(n, trapped)?;
         let (fd, backlog) = (fd as i32, backlog as i32);
-        let pidfd = target::pidfd(pid)?;
+        let socket = Socket::take(&self.pidfds, pid, fd)?;
         self.listener.id_valid(n.id)?;
-        let socket = Socket::take(&pidfd, fd)?;
         let sock = &socket.sock;
         let inode = nix::sys::stat::fstat(sock)?.st_ino;
         if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {

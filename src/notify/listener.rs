@@ -139,6 +139,22 @@ impl Listener {
         Errno::result(unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) })
     }
 
+    /// Asks the kernel to wake the supervisor on the target's own CPU and switch to
+    /// it at once (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6+), instead of a cross-CPU
+    /// wake-up: the target waits for the answer anyway. False on older kernels.
+    pub fn prefer_sync_wake_up(&self) -> bool {
+        const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+        // SAFETY: SET_FLAGS reads one u64 flag word.
+        let rc = unsafe {
+            libc::ioctl(
+                self.raw(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            )
+        };
+        rc == 0
+    }
+
     /// Whether this kernel has SECCOMP_IOCTL_NOTIF_ADDFD (5.9): for a notification
     /// that does not exist it answers ENOENT; a kernel without it, EINVAL.
     pub fn has_add_fd(&self) -> bool {

@@ -124,7 +124,9 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
         ));
     }
     debug!("notify engine: listener fd {}", listener.raw());
-    debug!("WAIT_KILLABLE_RECV: {killable_wait}");
+    let sync_wake_up =
+        std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none() && listener.prefer_sync_wake_up();
+    debug!("WAIT_KILLABLE_RECV: {killable_wait}; SYNC_WAKE_UP: {sync_wake_up}");
     Arc::new(Supervisor::new(policy, listener, killable_wait))
         .start()
         .context("cannot start the supervisor thread")?;

@@ -21,6 +21,7 @@ pub struct Supervisor<'p> {
     pub policy: &'p Policy,
     pub listener: Listener,
     pub limits: crate::sidebind::Limits,
+    pub pidfds: crate::target::Pidfds,
     /// Inodes of the inherited sockets, to recognise them in a target (-L).
     pub inherited_inodes: Vec<(RawFd, u64)>,
     workers: AtomicUsize,
@@ -39,6 +40,7 @@ impl Supervisor<'static> {
             policy,
             listener,
             limits: crate::sidebind::Limits::read(!killable_wait),
+            pidfds: crate::target::Pidfds::default(),
             inherited_inodes,
             workers: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),

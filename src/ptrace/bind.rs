@@ -81,7 +81,7 @@ impl Tracer<'_> {
             };
         }
         // bind(2)'s own order: the descriptor, then the length, then the memory.
-        let socket = match target::pidfd(pid).and_then(|pidfd| Socket::take(&pidfd, fd)) {
+        let socket = match Socket::take(&self.pidfds, pid, fd) {
             Ok(socket) => socket,
             Err(e) => return self.skip(pid, regs, e, None),
         };
@@ -300,7 +300,7 @@ impl Tracer<'_> {
                 None => Restart::Continue(0),
             });
         }
-        let socket = match target::pidfd(pid).and_then(|pidfd| Socket::take(&pidfd, fd)) {
+        let socket = match Socket::take(&self.pidfds, pid, fd) {
             Ok(socket) if socket.is_ip() => socket,
             _ => return Ok(Restart::Continue(0)),
         };

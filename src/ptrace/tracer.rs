@@ -91,6 +91,7 @@ pub struct Tracer<'p> {
     /// about to run again.
     pub facts: HashMap<Pid, SocketFacts>,
     pub limits: crate::sidebind::Limits,
+    pub pidfds: crate::target::Pidfds,
 }
 
 /// How the traced program ended, or that it never started.
@@ -119,6 +120,7 @@ impl<'p> Tracer<'p> {
             facts: HashMap::new(),
             // A ptrace stop cannot be interrupted by a signal: no retried binds.
             limits: crate::sidebind::Limits::read(false),
+            pidfds: crate::target::Pidfds::default(),
         }
     }
 
