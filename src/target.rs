@@ -27,6 +27,14 @@ pub fn own_socket_inode(fd: RawFd) -> Option<u64> {
     nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
 }
 
+/// The inherited sockets force-bind holds, with their inodes, to recognise them in a
+/// program's descriptor table.
+pub fn inodes_of(fds: &[RawFd]) -> Vec<(RawFd, u64)> {
+    fds.iter()
+        .filter_map(|fd| own_socket_inode(*fd).map(|ino| (*fd, ino)))
+        .collect()
+}
+
 /// Whether `fd` in `pid` has FD_CLOEXEC, from the "flags:" line of fdinfo (octal
 /// open flags, O_CLOEXEC included since Linux 3.1 reports it there).
 pub fn fd_cloexec(pid: Pid, fd: RawFd) -> Option<bool> {

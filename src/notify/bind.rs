@@ -12,7 +12,6 @@ use crate::filter::Trapped;
 use crate::memory;
 use crate::sidebind::{self, Finish, Socket};
 use crate::sockaddr::SOCKADDR_MAX_LEN;
-use crate::target;
 
 impl Supervisor<'_> {
     pub fn on_bind(&self, n: &Notification, trapped: Trapped) -> Result<Response, Errno> {
@@ -48,14 +47,7 @@ impl Supervisor<'_> {
                 inherited,
                 cloexec,
                 announcement,
-            } => {
-                let added = self.listener.add_fd(n.id, inherited, fd, cloexec);
-                if let Some(a) = announcement {
-                    a.emit(added.map(|_| target::own_local_addr(inherited)));
-                }
-                added?;
-                Ok(Response::Return(0))
-            }
+            } => self.install(n, fd, inherited, cloexec, announcement),
             // SAFETY: as above (not reached: non-IP sockets were let through already).
             Finish::NotIp => Ok(unsafe { let_kernel_continue() }),
         }

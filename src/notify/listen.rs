@@ -14,7 +14,6 @@ use crate::event::{Action, Call};
 use crate::filter::Trapped;
 use crate::sidebind::{self, Finish, Socket};
 use crate::sockaddr;
-use crate::target;
 
 impl Supervisor<'_> {
     pub fn on_listen(&self, n: &Notification, trapped: Trapped) -> Result<Response, Errno> {
@@ -54,12 +53,7 @@ impl Supervisor<'_> {
                     cloexec,
                     announcement,
                 } => {
-                    let added = self.listener.add_fd(n.id, inherited, fd, cloexec);
-                    if let Some(a) = announcement {
-                        a.emit(added.map(|_| target::own_local_addr(inherited)));
-                    }
-                    added?;
-                    return Ok(Response::Return(0));
+                    return self.install(n, fd, inherited, cloexec, announcement);
                 }
             }
         }

@@ -30,12 +30,7 @@ pub struct Supervisor<'p> {
 
 impl Supervisor<'static> {
     pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
-        let inherited_inodes = policy
-            .inherited
-            .sockets
-            .iter()
-            .filter_map(|fd| crate::target::own_socket_inode(*fd).map(|ino| (*fd, ino)))
-            .collect();
+        let inherited_inodes = crate::target::inodes_of(&policy.inherited.sockets);
         Supervisor {
             policy,
             listener,
@@ -123,6 +118,23 @@ impl Supervisor<'_> {
                 Err(Errno::ENOSYS)
             }
         }
+    }
+
+    /// Installs inherited socket `inherited` at the target's `fd` in place of its own
+    /// (NOTIF_ADDFD with SETFD), announces it, and answers the call with 0.
+    pub fn install(
+        &self,
+        n: &Notification,
+        fd: i32,
+        inherited: i32,
+        cloexec: bool,
+        announcement: Option<crate::log::Announcement>,
+    ) -> Result<Response, Errno> {
+        let added = self.listener.add_fd(n.id, inherited, fd, cloexec);
+        if let Some(a) = announcement {
+            a.emit(added.map(|_| crate::target::own_local_addr(inherited)));
+        }
+        added.map(|_| Response::Return(0))
     }
 
     /// The first three arguments of a trapped call: as the kernel reported them, or

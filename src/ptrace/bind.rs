@@ -23,6 +23,15 @@ use crate::target;
 
 type Regs = <Native as Arch>::Regs;
 
+/// What a trapped call does once force-bind has bound the socket for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// It was the bind: it returns 0.
+    ReturnZero,
+    /// It was a listen, whose implicit bind was done: the listen itself runs.
+    RunTheCall,
+}
+
 fn get(regs: &Regs, reg: Reg) -> u64 {
     <Native as Arch>::get(regs, reg)
 }
@@ -93,7 +102,7 @@ impl Tracer<'_> {
             Ok(len) => len,
             Err(e) => return self.skip(pid, regs, e, None),
         };
-        match sidebind::bind(
+        let finish = sidebind::bind(
             self.policy,
             self.limits,
             Call::Bind,
@@ -101,24 +110,8 @@ impl Tracer<'_> {
             fd,
             &socket,
             &buf[..len],
-        ) {
-            Finish::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
-            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
-            Finish::Replace {
-                inherited,
-                cloexec,
-                announcement,
-            } => self.replace(
-                pid,
-                regs,
-                t,
-                fd,
-                inherited,
-                cloexec,
-                announcement.map(Later::Bind),
-            ),
-            Finish::NotIp => Ok(Restart::Continue(0)),
-        }
+        );
+        self.finish(pid, regs, t, fd, finish, Done::ReturnZero)
     }
 
     /// The pre-5.6 path: the decision carried out by changing the call's arguments.
@@ -218,6 +211,43 @@ impl Tracer<'_> {
         self.apply(pid, regs, &changed, Fixup::RestoreArgs, report)
     }
 
+    /// Carries a side-bind's outcome into the stopped thread: the call returns its
+    /// result, or (`then`) goes ahead once the bind is done; a replacement becomes
+    /// dup2 in the thread; a non-IP socket's call runs as made.
+    fn finish(
+        &mut self,
+        pid: Pid,
+        regs: Regs,
+        t: Trapped,
+        fd: i32,
+        finish: Finish,
+        then: Done,
+    ) -> Result<Restart, Errno> {
+        match (finish, then) {
+            (Finish::Return(Ok(())), Done::ReturnZero) => self.skip_with(pid, regs, 0, None),
+            (Finish::Return(Ok(())), Done::RunTheCall) | (Finish::NotIp, _) => {
+                Ok(Restart::Continue(0))
+            }
+            (Finish::Return(Err(e)), _) => self.skip(pid, regs, e, None),
+            (
+                Finish::Replace {
+                    inherited,
+                    cloexec,
+                    announcement,
+                },
+                _,
+            ) => self.replace(
+                pid,
+                regs,
+                t,
+                fd,
+                inherited,
+                cloexec,
+                announcement.map(Later::Bind),
+            ),
+        }
+    }
+
     /// Turns the call into dup2(inherited, fd) (dup3 where there is no dup2 or the
     /// descriptor must keep FD_CLOEXEC), which runs in the program, so the program
     /// must still have our inherited socket at that number.
@@ -307,7 +337,7 @@ impl Tracer<'_> {
         let Some(wildcard) = sidebind::unbound_wildcard(&socket.sock) else {
             return Ok(Restart::Continue(0));
         };
-        match sidebind::bind(
+        let finish = sidebind::bind(
             self.policy,
             self.limits,
             Call::Listen,
@@ -315,25 +345,10 @@ impl Tracer<'_> {
             fd,
             &socket,
             sockaddr::encode(&wildcard).as_bytes(),
-        ) {
-            // Bound as the policy says: the listen itself goes ahead.
-            Finish::Return(Ok(())) | Finish::NotIp => Ok(Restart::Continue(0)),
-            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
-            // The inherited socket already listens: replacing is all there is to do.
-            Finish::Replace {
-                inherited,
-                cloexec,
-                announcement,
-            } => self.replace(
-                pid,
-                regs,
-                t,
-                fd,
-                inherited,
-                cloexec,
-                announcement.map(Later::Bind),
-            ),
-        }
+        );
+        // Bound as the policy says: the listen itself goes ahead. (The inherited
+        // socket of a replacement already listens: replacing is all there is to do.)
+        self.finish(pid, regs, t, fd, finish, Done::RunTheCall)
     }
 
     /// io_uring_setup(): refused, so programs fall back to plain syscalls that the

@@ -102,12 +102,7 @@ pub enum Outcome {
 
 impl<'p> Tracer<'p> {
     pub fn new(policy: &'p Policy, ordering: StopOrdering, main: Pid) -> Self {
-        let inherited_inodes = policy
-            .inherited
-            .sockets
-            .iter()
-            .filter_map(|fd| crate::target::own_socket_inode(*fd).map(|ino| (*fd, ino)))
-            .collect();
+        let inherited_inodes = crate::target::inodes_of(&policy.inherited.sockets);
         Tracer {
             policy,
             ordering,
