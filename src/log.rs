@@ -139,11 +139,12 @@ impl Announcement {
         fd: i32,
         requested: SocketAddr,
         verdict: &Verdict,
-        sock_type: Option<i32>,
+        sock_type: impl FnOnce() -> Option<i32>,
     ) -> Option<Self> {
         if !events_wanted() {
             return None;
         }
+        let sock_type = sock_type();
         let (action, attempted) = match verdict.decision {
             Decision::Allow => (Action::Allowed, Some(requested)),
             Decision::Rewrite(to) => (Action::Rewritten(to), Some(to)),

@@ -57,20 +57,25 @@ impl Limits {
 /// looks at the address: not open is EBADF (from pidfd_getfd), not a socket ENOTSOCK.
 pub struct Socket {
     pub sock: OwnedFd,
-    /// SO_DOMAIN and SO_TYPE.
-    pub kind: (i32, i32),
+    /// SO_DOMAIN.
+    pub domain: i32,
 }
 
 impl Socket {
     pub fn take(pidfds: &target::Pidfds, pid: Pid, fd: RawFd) -> Result<Socket, Errno> {
         let sock = pidfds.getfd(pid, fd)?;
-        let kind = target::sock_domain_type(sock.as_fd())?;
-        Ok(Socket { sock, kind })
+        let domain = target::sock_domain(sock.as_fd())?;
+        Ok(Socket { sock, domain })
     }
 
     /// AF_INET or AF_INET6: the only families the policy judges.
     pub fn is_ip(&self) -> bool {
-        self.kind.0 == libc::AF_INET || self.kind.0 == libc::AF_INET6
+        self.domain == libc::AF_INET || self.domain == libc::AF_INET6
+    }
+
+    /// SO_TYPE, asked only when needed (a replacement, an event).
+    fn sock_type(&self) -> Option<i32> {
+        target::sock_type(self.sock.as_fd()).ok()
     }
 }
 
@@ -101,11 +106,8 @@ pub fn bind(
     socket: &Socket,
     bytes: &[u8],
 ) -> Finish {
-    let Socket {
-        sock,
-        kind: (domain, sock_type),
-    } = socket;
-    let (domain, sock_type) = (*domain, *sock_type);
+    let Socket { sock, domain } = socket;
+    let domain = *domain;
     if !socket.is_ip() {
         return Finish::NotIp;
     }
@@ -118,7 +120,7 @@ pub fn bind(
     let dual_stack =
         policy.needs_dual_stack(&addr) && target::sock_dual_stack(sock).unwrap_or(false);
     let verdict = policy.decide(&BindRequest { addr, dual_stack });
-    let announcement = Announcement::new(pid, call, fd, addr, &verdict, Some(sock_type));
+    let announcement = Announcement::new(pid, call, fd, addr, &verdict, || socket.sock_type());
     let result = match verdict.decision {
         Decision::Allow => bind_checked(limits, pid, sock, bytes, addr),
         Decision::Rewrite(to) => {
@@ -126,7 +128,12 @@ pub fn bind(
         }
         Decision::Deny(errno) => Err(errno),
         Decision::ReplaceWithFd(inherited) => {
-            match replace(pid, fd, inherited, (domain, sock_type)) {
+            match replace(
+                pid,
+                fd,
+                inherited,
+                (domain, socket.sock_type().unwrap_or(-1)),
+            ) {
                 Ok(cloexec) => {
                     return Finish::Replace {
                         inherited,

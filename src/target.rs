@@ -180,10 +180,17 @@ fn sockopt_int(
 
 /// SO_DOMAIN and SO_TYPE of a socket (ENOTSOCK for anything else).
 pub fn sock_domain_type(sock: BorrowedFd) -> Result<(i32, i32), Errno> {
-    Ok((
-        sockopt_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-        sockopt_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)?,
-    ))
+    Ok((sock_domain(sock)?, sock_type(sock)?))
+}
+
+/// SO_DOMAIN: the socket's family (ENOTSOCK for anything that is not a socket).
+pub fn sock_domain(sock: BorrowedFd) -> Result<i32, Errno> {
+    sockopt_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
+/// SO_TYPE: stream, datagram, ...
+pub fn sock_type(sock: BorrowedFd) -> Result<i32, Errno> {
+    sockopt_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)
 }
 
 /// bind(2) on our copy of the target's socket, with exactly these sockaddr bytes.

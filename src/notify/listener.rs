@@ -92,6 +92,28 @@ impl Listener {
         })
     }
 
+    /// The listener's state right now (poll(2) without waiting).
+    fn poll_now(&self) -> libc::c_short {
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own, without waiting.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if rc > 0 { pfd.revents } else { 0 }
+    }
+
+    /// Whether every process using the filter is gone (POLLHUP, Linux 5.8+).
+    pub fn hung_up(&self) -> bool {
+        self.poll_now() & libc::POLLHUP != 0
+    }
+
+    /// Whether a notification is waiting to be received.
+    pub fn pending(&self) -> bool {
+        self.poll_now() & libc::POLLIN != 0
+    }
+
     /// Whether notification `id` is still pending: the thread has not died or been
     /// interrupted, so its pid still names the same thread.
     pub fn id_valid(&self, id: u64) -> Result<(), Errno> {
@@ -138,35 +160,35 @@ impl Listener {
         // SAFETY: ADDFD reads one seccomp_notif_addfd.
         Errno::result(unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) })
     }
+}
 
-    /// Asks the kernel to wake the supervisor on the target's own CPU and switch to
-    /// it at once (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6+), instead of a cross-CPU
-    /// wake-up: the target waits for the answer anyway. False on older kernels.
-    pub fn prefer_sync_wake_up(&self) -> bool {
-        const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
-        // SAFETY: SET_FLAGS reads one u64 flag word.
-        let rc = unsafe {
-            libc::ioctl(
-                self.raw(),
-                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
-            )
-        };
-        rc == 0
-    }
+/// Whether the kernel behind listener `fd` has SECCOMP_IOCTL_NOTIF_ADDFD (5.9): for
+/// a notification that does not exist it answers ENOENT; a kernel without it,
+/// EINVAL. A raw ioctl: usable in the child between fork and exec.
+pub fn has_add_fd(fd: RawFd) -> bool {
+    let addfd = libc::seccomp_notif_addfd {
+        id: u64::MAX,
+        flags: 0,
+        srcfd: fd as u32,
+        newfd: 0,
+        newfd_flags: 0,
+    };
+    // SAFETY: ADDFD reads one seccomp_notif_addfd.
+    let rc = unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) };
+    rc < 0 && Errno::last() == Errno::ENOENT
+}
 
-    /// Whether this kernel has SECCOMP_IOCTL_NOTIF_ADDFD (5.9): for a notification
-    /// that does not exist it answers ENOENT; a kernel without it, EINVAL.
-    pub fn has_add_fd(&self) -> bool {
-        let addfd = libc::seccomp_notif_addfd {
-            id: u64::MAX,
-            flags: 0,
-            srcfd: self.raw() as u32,
-            newfd: 0,
-            newfd_flags: 0,
-        };
-        // SAFETY: ADDFD reads one seccomp_notif_addfd.
-        let rc = unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) };
-        Errno::result(rc).err() == Some(Errno::ENOENT)
+/// Asks the kernel to wake the supervisor on the target's own CPU and switch to it at
+/// once (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6+) instead of a cross-CPU wake-up:
+/// the target waits for the answer anyway. False on older kernels. A raw ioctl.
+pub fn prefer_sync_wake_up(fd: RawFd) -> bool {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: SET_FLAGS takes the flag word as its argument.
+    unsafe {
+        libc::ioctl(
+            fd,
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        ) == 0
     }
 }

@@ -11,14 +11,14 @@ mod listen;
 mod listener;
 mod supervisor;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, pipe2};
+use nix::sys::socket;
+use nix::unistd::Pid;
 
 use crate::arch::Native;
 use crate::exit::Status;
@@ -59,80 +59,92 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .context("PR_SET_CHILD_SUBREAPER")?;
     let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Notify));
-    let (handoff_read, handoff_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let (handoff_fd, go_fd) = (handoff_write.as_raw_fd(), go_read.as_raw_fd());
+    let sync_wake_up = std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none();
+    // The child hands the listener over with SCM_RIGHTS and execs at once: no round
+    // trip. What the supervisor needs to know comes with it.
+    let (ours, theirs) = socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .context("cannot create a socket pair")?;
+    let handoff_fd = theirs.as_raw_fd();
 
     let child = spawn::spawn(program, || {
         // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal
         // signal interrupts the target, so a bind is never done twice.
         let listener_flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
-        let mut killable = true;
+        let mut handoff = Handoff {
+            errno: 0,
+            killable: 1,
+            add_fd: 0,
+            sync_wake_up: 0,
+        };
         let all_flags = listener_flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
         let listener = match spawn::install_filter(&bpf, all_flags) {
             Err(Errno::EINVAL) => {
-                killable = false;
+                handoff.killable = 0;
                 spawn::install_filter(&bpf, listener_flags)
             }
             other => other,
         };
-        // The listener's number and whether signals are kept from retrying binds.
-        let message: [i32; 2] = match listener {
-            Ok(fd) => [fd, killable as i32],
-            Err(e) => [-(e as i32), 0],
-        };
-        // SAFETY: write(2) of 8 bytes from a local.
-        unsafe { libc::write(handoff_fd, message.as_ptr().cast(), 8) };
-        let listener = listener?;
-        spawn::wait_for_byte(go_fd)?;
-        // SAFETY: the supervisor holds its own copy; the program must not see ours.
-        unsafe { libc::close(listener) };
-        Ok(())
-    })?;
-    drop((handoff_write, go_read));
-
-    let (listener_fd, killable_wait) = match read_handoff(&handoff_read) {
-        Some([fd, killable]) if fd >= 0 => (fd, killable != 0),
-        Some([errno, _]) => {
-            let errno = Errno::from_raw(-errno);
-            return Err(unavailable(
-                child.pid,
-                format!("cannot install a seccomp listener: {errno}"),
-            ));
+        match listener {
+            Ok(fd) => {
+                handoff.add_fd = listener::has_add_fd(fd) as i32;
+                handoff.sync_wake_up = (sync_wake_up && listener::prefer_sync_wake_up(fd)) as i32;
+                send_handoff(handoff_fd, &handoff, Some(fd))?;
+                // Without ADDFD the supervisor falls back to ptrace: do not exec.
+                // (The listener itself is close-on-exec: the program never sees it.)
+                if handoff.add_fd == 0 {
+                    Err(Errno::ENOSYS)
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => {
+                handoff.errno = e as i32;
+                send_handoff(handoff_fd, &handoff, None)?;
+                Err(e)
+            }
         }
+    })?;
+    drop(theirs);
+
+    let (handoff, listener_fd) = match receive_handoff(&ours) {
+        Some(received) => received,
         None => {
             return Err(Error::Fatal(anyhow::anyhow!(
                 "the program's process died while starting"
             )));
         }
     };
-    let copy =
-        crate::target::pidfd(child.pid).and_then(|pidfd| crate::target::getfd(&pidfd, listener_fd));
-    let listener = match copy.and_then(Listener::new) {
-        Ok(listener) => listener,
-        Err(e) => {
+    let listener = match (handoff.errno, listener_fd) {
+        (0, Some(fd)) => Listener::new(fd)
+            .map_err(|e| unavailable(child.pid, format!("GET_NOTIF_SIZES: {e}")))?,
+        (errno, _) => {
+            let errno = Errno::from_raw(errno);
             return Err(unavailable(
                 child.pid,
-                format!("cannot take the listener with pidfd_getfd: {e}"),
+                format!("cannot install a seccomp listener: {errno}"),
             ));
         }
     };
-    if !listener.has_add_fd() {
+    if handoff.add_fd == 0 {
         return Err(unavailable(
             child.pid,
             "no SECCOMP_IOCTL_NOTIF_ADDFD (Linux 5.9)".into(),
         ));
     }
-    debug!("notify engine: listener fd {}", listener.raw());
-    let sync_wake_up =
-        std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none() && listener.prefer_sync_wake_up();
-    debug!("WAIT_KILLABLE_RECV: {killable_wait}; SYNC_WAKE_UP: {sync_wake_up}");
+    let killable_wait = handoff.killable != 0;
+    debug!(
+        "notify engine: listener fd {}; WAIT_KILLABLE_RECV: {killable_wait}; SYNC_WAKE_UP: {}",
+        listener.raw(),
+        handoff.sync_wake_up != 0
+    );
     Arc::new(Supervisor::new(policy, listener, killable_wait))
         .start()
         .context("cannot start the supervisor thread")?;
-
-    nix::unistd::write(&go_write, b"g").context("cannot start the program")?;
-    drop(go_write);
     crate::exit::forward_signals_to(child.pid).context("cannot install signal handlers")?;
     // Only close+execve remain in the child: this read ends at exec or its failure.
     if let Some(errno) = child.exec_error() {
@@ -149,18 +161,83 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     Ok(reap(child.pid))
 }
 
-fn read_handoff(fd: &OwnedFd) -> Option<[i32; 2]> {
-    let mut buf = [0u8; 8];
-    loop {
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(8) => {
-                let word = |i: usize| i32::from_ne_bytes(buf[i..i + 4].try_into().unwrap());
-                return Some([word(0), word(4)]);
-            }
-            Err(Errno::EINTR) => continue,
-            _ => return None,
+/// What the child tells the supervisor along with the listener.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Handoff {
+    /// Why no listener could be installed (EBUSY in some containers), else 0.
+    errno: i32,
+    killable: i32,
+    add_fd: i32,
+    sync_wake_up: i32,
+}
+
+/// sendmsg(2) of `handoff`, with `fd` attached (SCM_RIGHTS). Raw syscalls on stack
+/// memory only: this runs in the child between fork and exec.
+fn send_handoff(sock: RawFd, handoff: &Handoff, fd: Option<RawFd>) -> Result<(), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: (handoff as *const Handoff).cast_mut().cast(),
+        iov_len: size_of::<Handoff>(),
+    };
+    // Room for one cmsghdr carrying one int, 8-aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; the buffer is large
+        // enough for one cmsghdr with one int (checked by the assertion), and
+        // CMSG_FIRSTHDR/CMSG_DATA point inside it.
+        unsafe {
+            let space = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+            debug_assert!(space <= size_of_val(&control));
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         }
     }
+    // SAFETY: msg points at live stack memory for the whole call.
+    Errno::result(unsafe { libc::sendmsg(sock, &msg, 0) }).map(drop)
+}
+
+fn receive_handoff(sock: &OwnedFd) -> Option<(Handoff, Option<OwnedFd>)> {
+    let mut handoff = Handoff::default();
+    // SAFETY: Handoff is plain data, filled byte for byte from the message.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            (&mut handoff as *mut Handoff).cast::<u8>(),
+            size_of::<Handoff>(),
+        )
+    };
+    let mut iov = [std::io::IoSliceMut::new(bytes)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = loop {
+        match socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+            Ok(msg) => break msg,
+        }
+    };
+    if msg.bytes != size_of::<Handoff>() {
+        return None;
+    }
+    let fd = msg.cmsgs().ok()?.find_map(|c| match c {
+        socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+        _ => None,
+    });
+    // SAFETY: SCM_RIGHTS gave us a fresh descriptor that we now own.
+    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    Some((handoff, fd))
 }
 
 /// Waits for every descendant (we are their subreaper) and returns how `main` ended.

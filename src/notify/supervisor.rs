@@ -1,10 +1,9 @@
-// notify/supervisor.rs: the threads that answer notifications. Each worker blocks in
-// NOTIF_RECV; when every worker is busy another is started (up to a bound), so one
-// slow request (a target whose memory is slow to read) never holds up the others.
+// notify/supervisor.rs: the threads that answer notifications (see `Pool` for who
+// receives when), and what each trapped call is.
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -14,9 +13,6 @@ use crate::filter::{Call, Trapped};
 use crate::log::debug;
 use crate::rule::Policy;
 
-/// More concurrent binds than this wait for a free worker.
-const MAX_WORKERS: usize = 64;
-
 pub struct Supervisor<'p> {
     pub policy: &'p Policy,
     pub listener: Listener,
@@ -24,9 +20,35 @@ pub struct Supervisor<'p> {
     pub pidfds: crate::target::Pidfds,
     /// Inodes of the inherited sockets, to recognise them in a target (-L).
     pub inherited_inodes: Vec<(RawFd, u64)>,
-    workers: AtomicUsize,
-    busy: AtomicUsize,
+    pool: Mutex<Pool>,
+    /// Idle workers wait here to be given the receiving turn.
+    turn_free: Condvar,
 }
+
+/// Who receives. One worker at a time waits in NOTIF_RECV (the kernel wakes every
+/// waiter for each notification, and each wake-up of another thread costs a
+/// cross-CPU hop): the worker that received also handles, then receives again. The
+/// turn passes to an idle worker (or a new one) only when notifications are
+/// waiting while it works (a backlog), or when nobody has received for a while (a
+/// slow request), so a program that binds one call at a time is served by one
+/// thread on its own CPU, and many binds at once by several.
+#[derive(Debug)]
+struct Pool {
+    /// A worker holds the receiving turn (in NOTIF_RECV, or about to be).
+    turn_taken: bool,
+    /// When the turn was last given up, to tell a slow request.
+    turn_released: Instant,
+    workers: usize,
+    idle: usize,
+    /// A turn was offered to the idle workers and not yet taken.
+    offered: bool,
+}
+
+/// More concurrent binds than this wait for a free worker.
+const MAX_WORKERS: usize = 64;
+/// A request handled this long with notifications waiting is a slow one: the turn
+/// goes to another worker.
+const SLOW: Duration = Duration::from_millis(50);
 
 impl Supervisor<'static> {
     pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
@@ -37,48 +59,58 @@ impl Supervisor<'static> {
             limits: crate::sidebind::Limits::read(!killable_wait),
             pidfds: crate::target::Pidfds::default(),
             inherited_inodes,
-            workers: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
+            pool: Mutex::new(Pool {
+                turn_taken: false,
+                turn_released: Instant::now(),
+                workers: 0,
+                idle: 0,
+                offered: false,
+            }),
+            turn_free: Condvar::new(),
         }
     }
 
-    /// Starts the first worker; more follow on demand.
+    /// Starts the first worker and the watchdog for slow requests.
     pub fn start(self: Arc<Self>) -> std::io::Result<()> {
-        self.workers.fetch_add(1, Ordering::SeqCst);
+        self.spawn_worker()?;
+        let watched = Arc::clone(&self);
+        std::thread::Builder::new()
+            .name("force-bind-watchdog".into())
+            .spawn(move || watched.watch())
+            .map(drop)
+    }
+
+    fn spawn_worker(self: &Arc<Self>) -> std::io::Result<()> {
+        self.lock().workers += 1;
+        let worker = Arc::clone(self);
         std::thread::Builder::new()
             .name("force-bind-worker".into())
-            .spawn(move || self.work())
+            .spawn(move || worker.work())
             .map(drop)
+            .inspect_err(|_| {
+                self.lock().workers -= 1;
+            })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn work(self: Arc<Self>) {
         loop {
-            let n = match self.listener.recv() {
-                Ok(n) => n,
-                // The target died before we got it, or a signal: both normal.
-                Err(Errno::ENOENT | Errno::EINTR) => continue,
-                Err(e) => {
-                    debug!("NOTIF_RECV: {e}; worker stops");
-                    return;
-                }
+            if !self.take_turn() {
+                return;
+            }
+            let received = self.receive();
+            self.release_turn();
+            let Some(n) = received else {
+                // Nobody uses the filter any more: wake the others so they see it too.
+                self.turn_free.notify_all();
+                return;
             };
-            let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
-            let total = self.workers.load(Ordering::SeqCst);
-            if busy >= total
-                && total < MAX_WORKERS
-                && self
-                    .workers
-                    .compare_exchange(total, total + 1, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                let next = Arc::clone(&self);
-                if let Err(e) = std::thread::Builder::new()
-                    .name("force-bind-worker".into())
-                    .spawn(move || next.work())
-                {
-                    self.workers.fetch_sub(1, Ordering::SeqCst);
-                    debug!("cannot start another worker: {e}");
-                }
+            // Notifications already waiting: let another worker take them now.
+            if self.listener.pending() {
+                self.offer_turn();
             }
             // A bug here must not leave the target hung in bind(), nor let it through.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
@@ -92,7 +124,85 @@ impl Supervisor<'static> {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => debug!("NOTIF_SEND {:#x}: {e}", n.id),
             }
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (idle) until the receiving turn is free and takes it; false when the
+    /// listener is gone.
+    fn take_turn(&self) -> bool {
+        let mut pool = self.lock();
+        while pool.turn_taken {
+            pool.idle += 1;
+            pool = self.turn_free.wait(pool).unwrap_or_else(|e| e.into_inner());
+            pool.idle -= 1;
+            pool.offered = false;
+            if self.listener.hung_up() {
+                return false;
+            }
+        }
+        pool.turn_taken = true;
+        true
+    }
+
+    fn release_turn(&self) {
+        let mut pool = self.lock();
+        pool.turn_taken = false;
+        pool.turn_released = Instant::now();
+    }
+
+    /// Gives the free turn to an idle worker, or to a new one if none is idle.
+    fn offer_turn(self: &Arc<Self>) {
+        let mut pool = self.lock();
+        if pool.turn_taken || pool.offered {
+            return;
+        }
+        if pool.idle > 0 {
+            pool.offered = true;
+            self.turn_free.notify_one();
+        } else if pool.workers < MAX_WORKERS {
+            drop(pool);
+            if let Err(e) = self.spawn_worker() {
+                debug!("cannot start another worker: {e}");
+            }
+        }
+    }
+
+    /// Every SLOW: if nobody has been receiving for that long while notifications
+    /// wait, a request is slow (a target whose memory takes long to read, say) and
+    /// the turn goes to another worker.
+    fn watch(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(SLOW);
+            let stalled = {
+                let pool = self.lock();
+                !pool.turn_taken && pool.turn_released.elapsed() >= SLOW
+            };
+            if self.listener.hung_up() {
+                self.turn_free.notify_all();
+                return;
+            }
+            if stalled && self.listener.pending() {
+                debug!("a request is slow: another worker takes the next");
+                self.offer_turn();
+            }
+        }
+    }
+
+    /// The next notification; None once no process uses the filter any more.
+    fn receive(&self) -> Option<Notification> {
+        loop {
+            match self.listener.recv() {
+                Ok(n) => return Some(n),
+                Err(Errno::EINTR) => continue,
+                // The caller died before we got it (normal), or every process using
+                // the filter is gone: then RECV fails at once, forever, and the
+                // listener reports POLLHUP (5.8+).
+                Err(Errno::ENOENT) if !self.listener.hung_up() => continue,
+                Err(e) => {
+                    debug!("NOTIF_RECV: {e}; worker stops");
+                    return None;
+                }
+            }
         }
     }
 }

@@ -164,7 +164,8 @@ impl Tracer<'_> {
         };
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
-        let report = Announcement::new(pid, Call::Bind, fd, addr, &verdict, None).map(Later::Bind);
+        let report =
+            Announcement::new(pid, Call::Bind, fd, addr, &verdict, || None).map(Later::Bind);
         let rewritten;
         let to_bind: &[u8] = match verdict.decision {
             Decision::Deny(errno) => return self.skip(pid, regs, errno, report),

@@ -142,13 +142,29 @@ pub fn event_message(pid: Pid) -> Result<u64, Errno> {
     Errno::result(rc).map(|_| msg as u64)
 }
 
-/// waitpid(-1, __WALL), retried on EINTR (a forwarded signal's handler ran).
+/// How long the tracer polls for the next stop before it sleeps in waitpid. A
+/// program that binds in a loop stops again within microseconds; an idle CPU takes
+/// far longer than that to wake (tens of microseconds in a VM), on every stop. The
+/// cost is at most this much CPU per stop.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// waitpid(-1, __WALL), retried on EINTR (a forwarded signal's handler ran); polls
+/// for SPIN first.
 pub fn wait_any() -> Result<(Pid, i32), Errno> {
+    let spin_until = std::time::Instant::now() + SPIN;
     loop {
         let mut status = 0;
+        let spinning = std::time::Instant::now() < spin_until;
+        let flags = libc::__WALL | if spinning { libc::WNOHANG } else { 0 };
         // SAFETY: waitpid writes the status into a local.
-        let rc = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
         match Errno::result(rc) {
+            // Nothing yet: let anything else runnable here (the tracee itself, when
+            // it shares this CPU) go first.
+            // SAFETY: sched_yield has no arguments and cannot fail.
+            Ok(0) => unsafe {
+                libc::sched_yield();
+            },
             Ok(pid) => return Ok((Pid::from_raw(pid), status)),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
