@@ -1,8 +1,8 @@
 //! overhead: what force-bind costs a program, measured against the same program run
 //! natively (issue 7). `cargo bench --bench overhead` runs it in full and prints one
-//! table; `-- --json` prints the results as JSON instead; `-- --quick` (or
-//! FORCE_BIND_BENCH_QUICK=1) runs a few iterations of everything, for CI. Results and
-//! the machine they were taken on are in docs/performance.md.
+//! table; `-- --json` prints the results as JSON (and the table on stderr);
+//! `-- --quick` (or FORCE_BIND_BENCH_QUICK=1) runs a few iterations of everything, for
+//! CI. Results and the machine they were taken on are in docs/performance.md.
 //!
 //! The target, `benches/c/bench_target.c`, is compiled with gcc at run time; it times
 //! its own loops, so process start-up is only in the start-up figure. Every figure is
@@ -19,7 +19,8 @@
 //! Options (after `--`): --quick, --json, --rounds N (every figure's round count),
 //! --only FIGURE[,FIGURE...] (bind, getppid, startup, concurrency, memory). Run
 //! outside `cargo bench` (without cargo's `--bench` flag, e.g. by `cargo test
-//! --benches`), it does the quick mode.
+//! --benches`), it does the quick mode. FORCE_BIND_BENCH_BIN=PATH measures that
+//! force-bind binary instead of the one cargo built (to compare two builds).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -235,10 +236,13 @@ fn wait_unreaped(pid: u32) {
     }
 }
 
+#[derive(Clone)]
 struct Bench {
     force_bind: PathBuf,
     target: PathBuf,
     dog: Watchdog,
+    /// Run everything (force-bind, its workers, the target) on this one CPU.
+    pin: Option<usize>,
 }
 
 impl Bench {
@@ -252,6 +256,21 @@ impl Bench {
             }
         };
         cmd.args(args).process_group(0);
+        if let Some(cpu) = self.pin {
+            // SAFETY: the closure runs between fork and exec and makes one
+            // async-signal-safe syscall on a local cpu_set_t.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    let size = std::mem::size_of::<libc::cpu_set_t>();
+                    if libc::sched_setaffinity(0, size, &set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        }
         cmd
     }
 
@@ -703,8 +722,9 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-const ROWS: [(&str, &str); 6] = [
+const ROWS: [(&str, &str); 7] = [
     ("bind", "bind: socket+bind+close"),
+    ("bind_pinned", "bind, all on CPU 0"),
     ("getppid", "getppid"),
     ("startup", "start-up of /bin/true"),
     ("conc_rate", "8x8 threads binding: rate"),
@@ -742,7 +762,7 @@ fn table(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
                 return base;
             }
             let rel = match key {
-                "bind" | "startup" => format!("+{}", fmt_value(med - native)),
+                "bind" | "bind_pinned" | "startup" => format!("+{}", fmt_value(med - native)),
                 _ => format!("{:.2}x", med / native),
             };
             format!("{base} {rel}")
@@ -952,9 +972,14 @@ fn bench(opts: &Options) -> Result<String, String> {
     let mode = if opts.quick { "quick" } else { "full" };
     let rounds = |default: usize| opts.rounds.unwrap_or(default);
     let b = Bench {
-        force_bind: PathBuf::from(env!("CARGO_BIN_EXE_force-bind")),
+        // FORCE_BIND_BENCH_BIN: another build to measure (a before/after comparison).
+        force_bind: std::env::var_os("FORCE_BIND_BENCH_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_force-bind")),
+            PathBuf::from,
+        ),
         target: build_target()?,
         dog: Watchdog::start(),
+        pin: None,
     };
     let mut m = machine(&b.force_bind);
     let mut r = Results {
@@ -968,6 +993,19 @@ fn bench(opts: &Options) -> Result<String, String> {
         progress("bind");
         r.figures
             .insert("bind", bind_figure(&b, s, rounds(s.bind_rounds))?);
+    }
+    if wanted("bind") {
+        // The same on one CPU: the engines' own cost, without cross-CPU wake-ups
+        // (which the scheduler may or may not arrange; see docs/performance.md).
+        progress("bind, pinned to CPU 0");
+        let pinned = Bench {
+            pin: Some(0),
+            ..b.clone()
+        };
+        r.figures.insert(
+            "bind_pinned",
+            bind_figure(&pinned, s, rounds(s.bind_rounds))?,
+        );
     }
     if wanted("getppid") {
         progress("getppid");
@@ -1005,9 +1043,12 @@ fn bench(opts: &Options) -> Result<String, String> {
     }
     progress("done");
     m.load_after = loadavg();
+    let table = table(&r, &m, mode, s);
     Ok(if opts.json {
+        // The table still goes to a human, on stderr.
+        eprint!("{table}");
         json(&r, &m, mode, s)
     } else {
-        table(&r, &m, mode, s)
+        table
     })
 }

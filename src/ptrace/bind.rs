@@ -416,7 +416,7 @@ impl Tracer<'_> {
         let mut changed = regs;
         // Syscall number -1: the kernel skips the call and leaves the result to us.
         set(&mut changed, Reg::SyscallNr, u64::MAX);
-        if self.skip_sets_result() {
+        if self.skip_sets_result(pid) {
             // "If the tracer asks to skip the system call, then the system call will
             // appear to return the value that the tracer puts in the return value
             // register" (Documentation/userspace-api/seccomp_filter.rst): one

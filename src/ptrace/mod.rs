@@ -20,11 +20,8 @@ use nix::unistd::pipe2;
 use crate::arch::Native;
 use crate::exit::Status;
 use crate::filter::{self, Trap, Traps};
-use crate::log::debug;
 use crate::rule::Policy;
 use crate::spawn::{self, Program, SpawnError};
-
-pub use probe::seccomp_stop_ordering;
 
 /// PTRACE_O_*: follow every thread and child, see exec, and (EXITKILL) take the
 /// program down with us if force-bind dies: no bind then escapes the policy.
@@ -38,8 +35,6 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESECCOMP
 
 /// Runs `program` under the ptrace engine until it and every descendant are gone.
 pub fn run(policy: &Policy, program: &mut Program) -> anyhow::Result<Status> {
-    let ordering = seccomp_stop_ordering()?;
-    debug!("ptrace engine; seccomp stop ordering: {ordering:?}");
     let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Trace));
 
     // The child waits on `go` until it is seized: a RET_TRACE with no tracer attached
@@ -64,7 +59,7 @@ pub fn run(policy: &Policy, program: &mut Program) -> anyhow::Result<Status> {
     drop(go_write);
     crate::exit::forward_signals_to(child.pid).context("cannot install signal handlers")?;
 
-    match tracer::Tracer::new(policy, ordering, child.pid).run(&child)? {
+    match tracer::Tracer::new(policy, child.pid).run(&child)? {
         tracer::Outcome::Finished(status) => Ok(status),
         tracer::Outcome::ExecFailed(errno) => Err(match errno {
             Errno::ENOENT | Errno::ENOTDIR => SpawnError::NotFound(program.name().to_owned()),

@@ -1,7 +1,8 @@
 // ptrace/probe.rs: which way round this kernel reports a RET_TRACE syscall. Linux 4.8
 // moved the seccomp stop after the syscall-enter-stop: since then PTRACE_SYSCALL from
 // a seccomp stop leads straight to the syscall-exit-stop; before, to the enter-stop
-// first. Probed once on a throw-away child, as strace does, not guessed from uname.
+// first. Not guessed from uname: a kernel with PTRACE_GET_SYSCALL_INFO (5.3+) is new
+// enough; older ones are probed once on a throw-away child, as strace does.
 
 use anyhow::{Context, bail};
 use nix::errno::Errno;
@@ -18,6 +19,22 @@ pub enum StopOrdering {
     SeccompThenExit,
     /// Before 4.8: seccomp stop, syscall-enter-stop, syscall-exit-stop.
     SeccompThenEnterThenExit,
+}
+
+/// Whether PTRACE_GET_SYSCALL_INFO (Linux 5.3) works on `pid`, a stopped tracee.
+pub fn has_syscall_info(pid: Pid) -> bool {
+    // SAFETY: ptrace_syscall_info is plain data; all-zero is valid.
+    let mut info: libc::ptrace_syscall_info = unsafe { std::mem::zeroed() };
+    // SAFETY: GET_SYSCALL_INFO writes at most `size` bytes into `info`.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GET_SYSCALL_INFO,
+            pid.as_raw(),
+            std::mem::size_of_val(&info),
+            &mut info as *mut libc::ptrace_syscall_info,
+        )
+    };
+    rc > 0
 }
 
 pub fn seccomp_stop_ordering() -> anyhow::Result<StopOrdering> {

@@ -78,7 +78,8 @@ pub struct Pending {
 
 pub struct Tracer<'p> {
     pub policy: &'p Policy,
-    ordering: StopOrdering,
+    /// Learnt at the first trapped call that needs it (see `ordering`).
+    ordering: Option<StopOrdering>,
     pending: HashMap<Pid, Pending>,
     main: Pid,
     main_status: Option<Status>,
@@ -101,11 +102,11 @@ pub enum Outcome {
 }
 
 impl<'p> Tracer<'p> {
-    pub fn new(policy: &'p Policy, ordering: StopOrdering, main: Pid) -> Self {
+    pub fn new(policy: &'p Policy, main: Pid) -> Self {
         let inherited_inodes = crate::target::inodes_of(&policy.inherited.sockets);
         Tracer {
             policy,
-            ordering,
+            ordering: None,
             pending: HashMap::new(),
             main,
             main_status: None,
@@ -228,7 +229,7 @@ impl<'p> Tracer<'p> {
         fixup: Fixup,
         report: Option<crate::log::Later>,
     ) -> Restart {
-        let await_enter = self.ordering == StopOrdering::SeccompThenEnterThenExit;
+        let await_enter = self.ordering(pid) == StopOrdering::SeccompThenEnterThenExit;
         self.pending.insert(
             pid,
             Pending {
@@ -288,14 +289,35 @@ impl<'p> Tracer<'p> {
         Ok(Restart::Continue(0))
     }
 
-    /// Sets the registers and arranges the exit fixup; on failure the thread is left
-    /// as it was, which is safe only for an allowed bind: callers deny otherwise.
     /// Whether a skipped syscall returns what the tracer put in the result register
     /// at the seccomp stop (Linux 4.8+, where the seccomp stop comes after the
     /// syscall-enter-stop); before, the result is set at the exit stop.
-    pub fn skip_sets_result(&self) -> bool {
-        self.ordering == StopOrdering::SeccompThenExit
+    pub fn skip_sets_result(&mut self, pid: Pid) -> bool {
+        self.ordering(pid) == StopOrdering::SeccompThenExit
     }
+
+    /// The kernel's seccomp-stop ordering (it changed in 4.8). `pid` is stopped at a
+    /// seccomp stop: PTRACE_GET_SYSCALL_INFO (5.3+) answers there, and a kernel that
+    /// has it has the new ordering. Only older kernels pay for the probe, once.
+    fn ordering(&mut self, pid: Pid) -> StopOrdering {
+        if let Some(ordering) = self.ordering {
+            return ordering;
+        }
+        let ordering = if super::probe::has_syscall_info(pid) {
+            StopOrdering::SeccompThenExit
+        } else {
+            super::probe::seccomp_stop_ordering().unwrap_or_else(|e| {
+                warn!("cannot probe the seccomp stop ordering ({e:#}); assuming Linux 4.8+");
+                StopOrdering::SeccompThenExit
+            })
+        };
+        debug!("seccomp stop ordering: {ordering:?}");
+        self.ordering = Some(ordering);
+        ordering
+    }
+
+    /// Sets the registers and arranges the exit fixup; on failure the thread is left
+    /// as it was, which is safe only for an allowed bind: callers deny otherwise.
 
     pub fn apply(
         &mut self,
