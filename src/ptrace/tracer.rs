@@ -318,7 +318,6 @@ impl<'p> Tracer<'p> {
 
     /// Sets the registers and arranges the exit fixup; on failure the thread is left
     /// as it was, which is safe only for an allowed bind: callers deny otherwise.
-
     pub fn apply(
         &mut self,
         pid: Pid,
