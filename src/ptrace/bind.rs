@@ -115,6 +115,8 @@ impl Tracer<'_> {
     }
 
     /// The pre-5.6 path: the decision carried out by changing the call's arguments.
+    /// Whatever the decision, the kernel binds a copy of the bytes that were checked,
+    /// never the caller's buffer, which another thread could change in between.
     fn bind_with_registers(
         &mut self,
         pid: Pid,
@@ -123,16 +125,15 @@ impl Tracer<'_> {
         fd: i32,
         bytes: &[u8],
     ) -> Result<Restart, Errno> {
-        let addr = match sockaddr::decode(bytes) {
-            Decoded::Inet(addr) => addr,
-            // Other families are never touched; malformed ones fail in the kernel.
-            _ => return Ok(Restart::Continue(0)),
+        let mut addr = match sockaddr::decode(bytes) {
+            Decoded::Inet(addr) => Some(addr),
+            _ => None,
         };
         let dual_stack = if t.abi == AbiKind::Compat {
             // Asking the thread needs a rewind over the syscall instruction, which
             // 32-bit callers may have entered by sysenter: take the sockaddr's family
             // for the socket's and the system default for IPV6_V6ONLY.
-            self.policy.needs_dual_stack(&addr) && target::default_dual_stack()
+            addr.is_some_and(|a| self.policy.needs_dual_stack(&a)) && target::default_dual_stack()
         } else {
             let facts = self
                 .facts
@@ -145,45 +146,64 @@ impl Tracer<'_> {
             let Some(domain) = facts.domain else {
                 return self.ask(pid, &regs, facts, Query::Domain);
             };
-            // Not an IP socket, or an address of the other IP family: the kernel
-            // refuses or binds it without the policy, with its own errno.
-            if domain
-                != Some(if addr.is_ipv4() {
+            if domain != Some(libc::AF_INET) && domain != Some(libc::AF_INET6) {
+                // Not an IP socket: its family is fixed, and the policy never
+                // touches it; the kernel runs the call as made.
+                return Ok(Restart::Continue(0));
+            }
+            // An address of the other IP family: the kernel refuses it (with its
+            // own errno), on the checked copy below.
+            if addr.is_some_and(|a| {
+                Some(if a.is_ipv4() {
                     libc::AF_INET
                 } else {
                     libc::AF_INET6
-                })
-            {
-                return Ok(Restart::Continue(0));
+                }) != domain
+            }) {
+                addr = None;
             }
-            match (self.policy.needs_dual_stack(&addr), facts.v6only) {
+            match (
+                addr.is_some_and(|a| self.policy.needs_dual_stack(&a)),
+                facts.v6only,
+            ) {
                 (false, _) => false,
                 (true, None) => return self.ask(pid, &regs, facts, Query::V6Only),
                 (true, Some(v6only)) => !v6only.unwrap_or(!target::default_dual_stack()),
             }
         };
+        let Some(addr) = addr else {
+            return self.bind_copy(pid, regs, t, fd, bytes, None);
+        };
         let policy = self.policy;
         let verdict = policy.decide(&BindRequest { addr, dual_stack });
         let report =
             Announcement::new(pid, Call::Bind, fd, addr, &verdict, || None).map(Later::Bind);
-        let rewritten;
-        let to_bind: &[u8] = match verdict.decision {
-            Decision::Deny(errno) => return self.skip(pid, regs, errno, report),
+        match verdict.decision {
+            Decision::Deny(errno) => self.skip(pid, regs, errno, report),
             Decision::ReplaceWithFd(inherited) => {
                 let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
-                return self.replace(pid, regs, t, fd, inherited, cloexec, report);
+                self.replace(pid, regs, t, fd, inherited, cloexec, report)
             }
-            // Even an allowed address is copied: the kernel must bind the bytes that
-            // were checked, not whatever the caller's buffer holds by then.
-            Decision::Allow => bytes,
+            Decision::Allow => self.bind_copy(pid, regs, t, fd, bytes, report),
             Decision::Rewrite(to) => {
-                rewritten = sockaddr::encode(&to);
-                rewritten.as_bytes()
+                self.bind_copy(pid, regs, t, fd, sockaddr::encode(&to).as_bytes(), report)
             }
-        };
-        // Fresh memory below the stack pointer, past the red zone, never the caller's
-        // own buffer (it may be const, shared, or rewritten by another thread). A
-        // socketcall also gets a fresh argument array next to it.
+        }
+    }
+
+    /// Points the call at a copy of `to_bind` in fresh memory below the stack
+    /// pointer, past the red zone, never the caller's own buffer (it may be const,
+    /// shared, or rewritten by another thread). A socketcall also gets a fresh
+    /// argument array next to it.
+    fn bind_copy(
+        &mut self,
+        pid: Pid,
+        regs: Regs,
+        t: Trapped,
+        fd: i32,
+        to_bind: &[u8],
+        report: Option<Later>,
+    ) -> Result<Restart, Errno> {
         let sp = get(&regs, Reg::StackPointer);
         let scratch = (sp - <Native as Arch>::RED_ZONE - 176) & !15;
         if t.abi == AbiKind::Compat && scratch + 176 > u32::MAX as u64 {
