@@ -89,6 +89,22 @@ impl Trapped {
     }
 }
 
+/// Whether `nr` is a syscall the filter traps in some ABI of `A` (taken as is, and
+/// with x32's bit), directly or through socketcall.
+pub fn traps_number<A: Arch>(nr: u32) -> bool {
+    std::iter::once(&A::NATIVE).chain(A::FOREIGN).any(|abi| {
+        [
+            Some(abi.bind),
+            Some(abi.listen),
+            Some(abi.io_uring_setup),
+            abi.socketcall,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|n| n + abi.nr_base == nr)
+    })
+}
+
 /// How trapped syscalls reach the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trap {

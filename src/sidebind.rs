@@ -201,3 +201,25 @@ pub fn unbound_wildcard(sock: &OwnedFd) -> Option<SocketAddr> {
         SocketAddr::V6(_) => "[::]:0".parse().expect("constant address"),
     })
 }
+
+/// For a socket that is not IP: the errno its bind to `bytes` gets if the bytes are an
+/// IP address (AF_INET, AF_INET6, or AF_UNSPEC 0.0.0.0), found by binding our copy
+/// (which fails, changing nothing). None for any other bytes. The kernel must never
+/// run such a call as made: the descriptor could be an IP socket by then.
+pub fn foreign_bytes(socket: &Socket, bytes: &[u8]) -> Option<Errno> {
+    match sockaddr::decode(bytes) {
+        Decoded::Inet(_) => Some(
+            target::bind_bytes(&socket.sock, bytes)
+                .err()
+                .unwrap_or(Errno::EINVAL),
+        ),
+        _ => None,
+    }
+}
+
+/// listen(2) on our copy of the program's socket.
+pub fn listen(socket: &Socket, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: listen(2) on a descriptor we own.
+    Errno::result(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket.sock), backlog) })
+        .map(drop)
+}

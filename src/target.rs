@@ -20,6 +20,11 @@ pub fn parse_socket_link(link: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether descriptor `fd` is open in `pid`.
+pub fn fd_exists(pid: Pid, fd: RawFd) -> bool {
+    std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_ok()
+}
+
 /// The inode of a socket force-bind itself holds.
 pub fn own_socket_inode(fd: RawFd) -> Option<u64> {
     // SAFETY: fstat only inspects the descriptor.

@@ -22,14 +22,23 @@ impl Supervisor<'_> {
         // socket is taken before ID_VALID below, which proves the caller was still
         // alive then, so the pid named the caller's process when it was taken.
         let socket = Socket::take(&self.pidfds, pid, fd)?;
+        let mut buf = [0u8; SOCKADDR_MAX_LEN];
         if !socket.is_ip() {
-            // SAFETY: the socket's own family is fixed at creation and is not IP, so
-            // whatever address the kernel re-reads it can only bind within that
+            let len = sidebind::read_sockaddr(len, |b| memory::read(pid, addr_ptr, b), &mut buf)?;
+            // IP bytes on a socket that is not IP: the kernel's errno, from our copy,
+            // and never a continue (the descriptor could be an IP socket by then).
+            if let Some(errno) = sidebind::foreign_bytes(&socket, &buf[..len]) {
+                return Err(errno);
+            }
+            self.listener.id_valid(n.id)?;
+            // SAFETY: the socket's own family is fixed at creation and is not IP, and
+            // the address we read is not IP either, so the kernel binds it within that
             // family (AF_UNIX paths depend on the target's cwd and root: the kernel
-            // must resolve them in the target, not here).
+            // must resolve them in the target, not here). Left open: another thread
+            // that swaps both the descriptor for an IP socket and the address for an
+            // IP one before the kernel reads them again (README, Security model).
             return Ok(unsafe { let_kernel_continue() });
         }
-        let mut buf = [0u8; SOCKADDR_MAX_LEN];
         let len = sidebind::read_sockaddr(len, |b| memory::read(pid, addr_ptr, b), &mut buf)?;
         let bytes = &buf[..len];
         self.listener.id_valid(n.id)?;

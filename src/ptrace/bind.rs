@@ -23,15 +23,6 @@ use crate::target;
 
 type Regs = <Native as Arch>::Regs;
 
-/// What a trapped call does once force-bind has bound the socket for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Done {
-    /// It was the bind: it returns 0.
-    ReturnZero,
-    /// It was a listen, whose implicit bind was done: the listen itself runs.
-    RunTheCall,
-}
-
 fn get(regs: &Regs, reg: Reg) -> u64 {
     <Native as Arch>::get(regs, reg)
 }
@@ -41,7 +32,7 @@ fn set(regs: &mut Regs, reg: Reg, value: u64) {
 }
 
 /// The ABI description the trapped call was made through.
-fn abi_of(t: Trapped) -> &'static crate::arch::Abi {
+pub fn abi_of(t: Trapped) -> &'static crate::arch::Abi {
     match t.abi {
         AbiKind::Compat => <Native as Arch>::FOREIGN
             .iter()
@@ -76,16 +67,18 @@ impl Tracer<'_> {
         let read = |b: &mut [u8]| memory::read(pid, addr_ptr, b);
         if !self.has_pidfd_getfd {
             // bind(2)'s own order: a descriptor that is not an open socket fails
-            // first, whatever the address, so the kernel can say so itself.
+            // first, whatever the address. Answered here, not by letting the call
+            // run: another thread could put a socket at that number in between.
             if target::socket_inode(pid, fd).is_none() {
-                return Ok(Restart::Continue(0));
+                let errno = if target::fd_exists(pid, fd) {
+                    Errno::ENOTSOCK
+                } else {
+                    Errno::EBADF
+                };
+                return self.skip(pid, regs, errno, None);
             }
             return match sidebind::read_sockaddr(len, read, &mut buf) {
                 Ok(len) => self.bind_with_registers(pid, regs, t, fd, &buf[..len]),
-                // The length is in a register no other thread can change.
-                Err(Errno::EINVAL) => Ok(Restart::Continue(0)),
-                // A page that appears in between could let an unchecked address
-                // through, so EFAULT is ours to give.
                 Err(e) => self.skip(pid, regs, e, None),
             };
         }
@@ -95,8 +88,16 @@ impl Tracer<'_> {
             Err(e) => return self.skip(pid, regs, e, None),
         };
         if !socket.is_ip() {
-            // Its family is fixed and never IP: the kernel may run the call as made.
-            return Ok(Restart::Continue(0));
+            let len = match sidebind::read_sockaddr(len, read, &mut buf) {
+                Ok(len) => len,
+                Err(e) => return self.skip(pid, regs, e, None),
+            };
+            // The socket's family is fixed and never IP, but the descriptor number
+            // is not: the kernel must get the checked bytes, and never IP ones.
+            return match sidebind::foreign_bytes(&socket, &buf[..len]) {
+                Some(errno) => self.skip(pid, regs, errno, None),
+                None => self.bind_copy(pid, regs, t, fd, &buf[..len], None),
+            };
         }
         let len = match sidebind::read_sockaddr(len, read, &mut buf) {
             Ok(len) => len,
@@ -111,7 +112,7 @@ impl Tracer<'_> {
             &socket,
             &buf[..len],
         );
-        self.finish(pid, regs, t, fd, finish, Done::ReturnZero)
+        self.finish(pid, regs, t, fd, finish)
     }
 
     /// The pre-5.6 path: the decision carried out by changing the call's arguments.
@@ -147,9 +148,13 @@ impl Tracer<'_> {
                 return self.ask(pid, &regs, facts, Query::Domain);
             };
             if domain != Some(libc::AF_INET) && domain != Some(libc::AF_INET6) {
-                // Not an IP socket: its family is fixed, and the policy never
-                // touches it; the kernel runs the call as made.
-                return Ok(Restart::Continue(0));
+                // Not an IP socket: the policy never touches it, but the kernel
+                // must get the checked bytes, and never IP ones (another thread
+                // could put an IP socket at this number in between).
+                return match addr {
+                    Some(_) => self.skip(pid, regs, Errno::EINVAL, None),
+                    None => self.bind_copy(pid, regs, t, fd, bytes, None),
+                };
             }
             // An address of the other IP family: the kernel refuses it (with its
             // own errno), on the checked copy below.
@@ -233,8 +238,7 @@ impl Tracer<'_> {
     }
 
     /// Carries a side-bind's outcome into the stopped thread: the call returns its
-    /// result, or (`then`) goes ahead once the bind is done; a replacement becomes
-    /// dup2 in the thread; a non-IP socket's call runs as made.
+    /// result, or a replacement becomes dup2 in the thread.
     fn finish(
         &mut self,
         pid: Pid,
@@ -242,22 +246,15 @@ impl Tracer<'_> {
         t: Trapped,
         fd: i32,
         finish: Finish,
-        then: Done,
     ) -> Result<Restart, Errno> {
-        match (finish, then) {
-            (Finish::Return(Ok(())), Done::ReturnZero) => self.skip_with(pid, regs, 0, None),
-            (Finish::Return(Ok(())), Done::RunTheCall) | (Finish::NotIp, _) => {
-                Ok(Restart::Continue(0))
-            }
-            (Finish::Return(Err(e)), _) => self.skip(pid, regs, e, None),
-            (
-                Finish::Replace {
-                    inherited,
-                    cloexec,
-                    announcement,
-                },
-                _,
-            ) => self.replace(
+        match finish {
+            Finish::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
+            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
+            Finish::Replace {
+                inherited,
+                cloexec,
+                announcement,
+            } => self.replace(
                 pid,
                 regs,
                 t,
@@ -266,6 +263,8 @@ impl Tracer<'_> {
                 cloexec,
                 announcement.map(Later::Bind),
             ),
+            // Callers let non-IP sockets through before: refuse rather than run it.
+            Finish::NotIp => self.skip(pid, regs, Errno::EPERM, None),
         }
     }
 
@@ -351,25 +350,47 @@ impl Tracer<'_> {
                 None => Restart::Continue(0),
             });
         }
+        // The listen runs on our copy of the socket: another thread could put an
+        // unbound socket at this number between the check and the call.
+        let backlog = match self.call_args(pid, &regs, t) {
+            Ok([_, backlog, _]) => backlog as i32,
+            Err(e) => return self.skip(pid, regs, e, None),
+        };
         let socket = match Socket::take(&self.pidfds, pid, fd) {
-            Ok(socket) if socket.is_ip() => socket,
-            _ => return Ok(Restart::Continue(0)),
+            Ok(socket) => socket,
+            Err(e) => return self.skip(pid, regs, e, None),
         };
-        let Some(wildcard) = sidebind::unbound_wildcard(&socket.sock) else {
-            return Ok(Restart::Continue(0));
-        };
-        let finish = sidebind::bind(
-            self.policy,
-            self.limits,
-            Call::Listen,
-            pid,
-            fd,
-            &socket,
-            sockaddr::encode(&wildcard).as_bytes(),
-        );
-        // Bound as the policy says: the listen itself goes ahead. (The inherited
-        // socket of a replacement already listens: replacing is all there is to do.)
-        self.finish(pid, regs, t, fd, finish, Done::RunTheCall)
+        if socket.is_ip()
+            && let Some(wildcard) = sidebind::unbound_wildcard(&socket.sock)
+        {
+            let bytes = sockaddr::encode(&wildcard);
+            let finish = sidebind::bind(
+                self.policy,
+                self.limits,
+                Call::Listen,
+                pid,
+                fd,
+                &socket,
+                bytes.as_bytes(),
+            );
+            match finish {
+                Finish::Return(Ok(())) | Finish::NotIp => {}
+                // The inherited socket already listens: replacing is all there is to do.
+                other => return self.finish(pid, regs, t, fd, other),
+            }
+        }
+        let listened = sidebind::listen(&socket, backlog);
+        log::emit_simple(pid, Call::Listen, Some(fd), Action::Allowed, listened);
+        match listened {
+            Ok(()) => self.skip_with(pid, regs, 0, None),
+            Err(e) => self.skip(pid, regs, e, None),
+        }
+    }
+
+    /// Refuses the call the thread is stopped in (EPERM).
+    pub fn refuse(&mut self, pid: Pid) -> Result<Restart, Errno> {
+        let regs = self.regs(pid)?;
+        self.skip(pid, regs, Errno::EPERM, None)
     }
 
     /// io_uring_setup(): refused, so programs fall back to plain syscalls that the

@@ -21,8 +21,10 @@ pub enum StopOrdering {
     SeccompThenEnterThenExit,
 }
 
-/// Whether PTRACE_GET_SYSCALL_INFO (Linux 5.3) works on `pid`, a stopped tracee.
-pub fn has_syscall_info(pid: Pid) -> bool {
+/// What PTRACE_GET_SYSCALL_INFO (Linux 5.3+) says of a thread at a seccomp stop:
+/// the ABI (seccomp_data.arch), the syscall number and its first argument. None
+/// before 5.3, or at another kind of stop.
+pub fn seccomp_syscall(pid: Pid) -> Option<(u32, u32, u64)> {
     // SAFETY: ptrace_syscall_info is plain data; all-zero is valid.
     let mut info: libc::ptrace_syscall_info = unsafe { std::mem::zeroed() };
     // SAFETY: GET_SYSCALL_INFO writes at most `size` bytes into `info`.
@@ -34,7 +36,17 @@ pub fn has_syscall_info(pid: Pid) -> bool {
             &mut info as *mut libc::ptrace_syscall_info,
         )
     };
-    rc > 0
+    if rc <= 0 || info.op != libc::PTRACE_SYSCALL_INFO_SECCOMP {
+        return None;
+    }
+    // SAFETY: op SECCOMP says the seccomp member of the union is the one filled in.
+    let seccomp = unsafe { info.u.seccomp };
+    Some((info.arch, seccomp.nr as u32, seccomp.args[0]))
+}
+
+/// Whether PTRACE_GET_SYSCALL_INFO (Linux 5.3) works on `pid`, a stopped tracee.
+pub fn has_syscall_info(pid: Pid) -> bool {
+    seccomp_syscall(pid).is_some()
 }
 
 pub fn seccomp_stop_ordering() -> anyhow::Result<StopOrdering> {

@@ -95,6 +95,16 @@ pub struct Tracer<'p> {
     pub pidfds: crate::target::Pidfds,
 }
 
+/// What a seccomp stop is about.
+enum Stopped {
+    At(Trapped),
+    /// A RET_TRACE of the program's own filter, for a syscall we do not trap.
+    NotOurs,
+    /// The data does not match the syscall (before 5.3, where only the data says
+    /// which ABI the call came through): refused.
+    Unsure,
+}
+
 /// How the traced program ended, or that it never started.
 pub enum Outcome {
     Finished(Status),
@@ -162,13 +172,19 @@ impl<'p> Tracer<'p> {
                 Ok(())
             }
             Stop::Seccomp { pid } => {
-                let decided = match Trapped::from_code(event_message(pid)?) {
-                    Some(t) => match t.call {
+                let decided = match self.trapped_at(pid)? {
+                    Stopped::At(t) => match t.call {
                         Call::Bind => self.on_bind(pid, t),
                         Call::Listen => self.on_listen(pid, t),
                         Call::IoUringSetup => self.on_io_uring_setup(pid),
                     },
-                    None => Ok(Restart::Continue(0)),
+                    Stopped::NotOurs => Ok(Restart::Continue(0)),
+                    Stopped::Unsure => {
+                        warn!(
+                            "pid {pid}: a seccomp stop whose data does not match its syscall; refusing it"
+                        );
+                        self.refuse(pid)
+                    }
                 };
                 match decided {
                     Ok(how) => restart(pid, how),
@@ -207,6 +223,39 @@ impl<'p> Tracer<'p> {
             }
             Stop::Signal { pid, signal } => restart(pid, Restart::Continue(signal)),
         }
+    }
+
+    /// Which trapped call a seccomp stop is. The RET_TRACE data names it, but a
+    /// program may stack a filter of its own that returns SECCOMP_RET_TRACE with any
+    /// data for any syscall (among equal actions the newest filter's data wins), so
+    /// the syscall itself decides: from PTRACE_GET_SYSCALL_INFO (5.3+), or else the
+    /// data checked against the syscall number.
+    fn trapped_at(&mut self, pid: Pid) -> Result<Stopped, Errno> {
+        if let Some((arch, nr, arg0)) = super::probe::seccomp_syscall(pid) {
+            return Ok(match Trapped::classify::<Native>(arch, nr, arg0) {
+                Some(t) => Stopped::At(t),
+                None => Stopped::NotOurs,
+            });
+        }
+        let claimed = Trapped::from_code(event_message(pid)?);
+        let nr = <Native as Arch>::get(&read_regs(pid)?, crate::arch::Reg::SyscallNr) as u32;
+        let numbers = |t: Trapped| {
+            let abi = super::bind::abi_of(t);
+            let call_nr = match (t.call, t.via_socketcall) {
+                (_, true) => abi.socketcall,
+                (Call::Bind, false) => Some(abi.bind),
+                (Call::Listen, false) => Some(abi.listen),
+                (Call::IoUringSetup, false) => Some(abi.io_uring_setup),
+            };
+            call_nr.map(|n| n + abi.nr_base)
+        };
+        Ok(match claimed {
+            Some(t) if numbers(t) == Some(nr) => Stopped::At(t),
+            // Forged or foreign data: fine only if the syscall is none we trap in
+            // any ABI; otherwise nobody can say which call it is.
+            _ if crate::filter::traps_number::<Native>(nr) => Stopped::Unsure,
+            _ => Stopped::NotOurs,
+        })
     }
 
     fn gone(&mut self, pid: Pid, status: Status) {
