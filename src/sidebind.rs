@@ -117,15 +117,24 @@ pub fn bind(
         Decoded::Inet(addr) if addr.is_ipv4() == (domain == libc::AF_INET) => addr,
         _ => return Finish::Return(target::bind_bytes(sock, bytes)),
     };
-    let dual_stack =
-        policy.needs_dual_stack(&addr) && target::sock_dual_stack(sock).unwrap_or(false);
+    // Whether the socket is dual-stack, when the decision depends on it; the same
+    // setting is pinned for the bind below (another thread could change it).
+    let judged_dual_stack = policy
+        .needs_dual_stack(&addr)
+        .then(|| target::sock_dual_stack(sock).unwrap_or(false));
+    let dual_stack = judged_dual_stack.unwrap_or(false);
     let verdict = policy.decide(&BindRequest { addr, dual_stack });
     let announcement = Announcement::new(pid, call, fd, addr, &verdict, || socket.sock_type());
     let result = match verdict.decision {
-        Decision::Allow => bind_checked(limits, pid, sock, bytes, addr),
-        Decision::Rewrite(to) => {
-            bind_checked(limits, pid, sock, sockaddr::encode(&to).as_bytes(), to)
-        }
+        Decision::Allow => bind_checked(limits, pid, sock, bytes, addr, judged_dual_stack),
+        Decision::Rewrite(to) => bind_checked(
+            limits,
+            pid,
+            sock,
+            sockaddr::encode(&to).as_bytes(),
+            to,
+            judged_dual_stack,
+        ),
         Decision::Deny(errno) => Err(errno),
         Decision::ReplaceWithFd(inherited) => {
             match replace(
@@ -152,21 +161,52 @@ pub fn bind(
 }
 
 /// Binds as the program could: a privileged port needs its CAP_NET_BIND_SERVICE.
+/// With `judged_dual_stack`, the decision was made for that IPV6_V6ONLY setting: it is
+/// set again just before the bind and checked just after (it cannot change once the
+/// socket is bound). A mismatch means another thread of the program changed it in
+/// that instant to bind what was not judged: the process is killed.
 fn bind_checked(
     limits: Limits,
     pid: Pid,
     sock: &OwnedFd,
     bytes: &[u8],
     to: SocketAddr,
+    judged_dual_stack: Option<bool>,
 ) -> Result<(), Errno> {
+    // IPV6_V6ONLY only changes what `::` and v4-mapped addresses bind (binding any
+    // other IPv6 address sets it, and binds just that address).
+    let judged_dual_stack = judged_dual_stack.filter(|_| match to {
+        SocketAddr::V6(v6) => v6.ip().is_unspecified() || v6.ip().to_ipv4_mapped().is_some(),
+        SocketAddr::V4(_) => false,
+    });
     let port = to.port();
     if port != 0 && port < limits.unprivileged_port_start && !target::can_bind_privileged(pid) {
-        return Err(Errno::EACCES);
+        // The kernel checks the address before the port's privilege.
+        let not_local = !to.ip().is_unspecified()
+            && !target::sock_freebind(sock)
+            && crate::diagnose::not_local_hint(pid, to.ip()).is_some();
+        return Err(if not_local {
+            Errno::EADDRNOTAVAIL
+        } else {
+            Errno::EACCES
+        });
     }
-    match target::bind_bytes(sock, bytes) {
+    if let Some(dual_stack) = judged_dual_stack {
+        target::set_dual_stack(sock, dual_stack)?;
+    }
+    let bound = match target::bind_bytes(sock, bytes) {
         Err(Errno::EINVAL) if limits.retries_possible && already_bound_as(sock, to) => Ok(()),
         other => other,
+    };
+    if let Some(dual_stack) = judged_dual_stack
+        && bound.is_ok()
+        && target::sock_dual_stack(sock).ok() != Some(dual_stack)
+    {
+        warn!("pid {pid}: IPV6_V6ONLY changed during the bind; killing the process");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        return Err(Errno::EPERM);
     }
+    bound
 }
 
 /// Whether inherited socket `inherited` may take the place of the program's `fd`,

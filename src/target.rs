@@ -4,6 +4,8 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use std::os::unix::fs::MetadataExt;
+
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
@@ -88,11 +90,11 @@ pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// Pidfds kept for the processes that bind, so a bind costs no pidfd_open. Only a
-/// thread-group leader's pidfd is kept: a leader's PID cannot be reused while its
-/// process lives, and once it is gone the kept pidfd fails with ESRCH and is
-/// replaced. (A non-leader thread's id could be reused by another process while
-/// the first lives, so those are looked up each time.)
+/// Pidfds kept for the processes that bind, so a bind costs no pidfd_open. Kept are a
+/// thread-group leader's pidfd (a leader's PID cannot be reused while its process
+/// lives) and, on 6.9+, any thread's own (PIDFD_THREAD); once its task is gone a kept
+/// pidfd fails with ESRCH and is replaced. Before 6.9 a non-leader thread's id could
+/// be reused by another process while the first lives: those are looked up each time.
 #[derive(Default)]
 pub struct Pidfds {
     leaders: std::sync::Mutex<std::collections::HashMap<i32, std::sync::Arc<OwnedFd>>>,
@@ -114,21 +116,31 @@ impl Pidfds {
                 other => return other,
             }
         }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), 0) };
-        match Errno::result(rc) {
+        // A leader's pidfd, or (Linux 6.9+, PIDFD_THREAD) any thread's: a thread
+        // pidfd stops working with its thread, so it is as safe to keep, and it
+        // still reaches the files once the leader has exited (pthread_exit).
+        let open = |flags: libc::c_long| {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+            Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), flags) })
+        };
+        const PIDFD_THREAD: libc::c_long = libc::O_EXCL as libc::c_long;
+        let opened = match open(0) {
+            Err(Errno::EINVAL | Errno::ENOENT) => open(PIDFD_THREAD),
+            other => other,
+        };
+        match opened {
             Ok(raw) => {
                 // SAFETY: a fresh descriptor that we now own.
                 let pidfd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw as RawFd) });
                 let copy = getfd(&pidfd, fd);
-                let mut leaders = self.lock();
-                if leaders.len() >= MAX_KEPT_PIDFDS {
-                    leaders.clear();
+                let mut kept = self.lock();
+                if kept.len() >= MAX_KEPT_PIDFDS {
+                    kept.clear();
                 }
-                leaders.insert(tid.as_raw(), pidfd);
+                kept.insert(tid.as_raw(), pidfd);
                 copy
             }
-            // Not a leader: through its thread group, without keeping anything.
+            // Not a leader, before 6.9: through its thread group, keeping nothing.
             Err(Errno::EINVAL | Errno::ENOENT) => getfd(&pidfd(tid)?, fd),
             Err(e) => Err(e),
         }
@@ -153,6 +165,30 @@ pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> Result<OwnedFd, Errno> {
 pub fn sock_dual_stack(sock: &OwnedFd) -> Result<bool, Errno> {
     use std::os::fd::AsFd;
     sockopt_int(sock.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).map(|v6only| v6only == 0)
+}
+
+/// IP_FREEBIND or IP_TRANSPARENT: the socket may bind an address that is not local.
+pub fn sock_freebind(sock: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    [libc::IP_FREEBIND, libc::IP_TRANSPARENT]
+        .iter()
+        .any(|opt| sockopt_int(sock.as_fd(), libc::IPPROTO_IP, *opt).is_ok_and(|v| v != 0))
+}
+
+/// Sets IPV6_V6ONLY on an AF_INET6 socket (off: dual-stack).
+pub fn set_dual_stack(sock: &OwnedFd, dual_stack: bool) -> Result<(), Errno> {
+    let v6only: libc::c_int = (!dual_stack).into();
+    // SAFETY: setsockopt reads one int.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&v6only as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 /// The system default for new AF_INET6 sockets (net.ipv6.bindv6only), the best
@@ -233,12 +269,19 @@ pub fn own_local_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
     local_addr(&sock).ok()
 }
 
-/// CAP_NET_BIND_SERVICE in the effective set of `pid` (from /proc/PID/status).
+/// CAP_NET_BIND_SERVICE in the effective set of `pid` (from /proc/PID/status), and
+/// only if `pid` is in force-bind's user namespace: capabilities held in a user
+/// namespace of the program's own (all of them, after unshare(CLONE_NEWUSER)) give
+/// no right to a privileged port of the network namespace the socket lives in.
 pub fn can_bind_privileged(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| parse_cap_eff(&s))
-        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+    let user_ns = |path: String| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let same_user_ns = user_ns(format!("/proc/{pid}/ns/user"))
+        .is_some_and(|ns| Some(ns) == user_ns("/proc/self/ns/user".into()));
+    same_user_ns
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| parse_cap_eff(&s))
+            .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
 }
 
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
