@@ -327,11 +327,12 @@ impl Tracer<'_> {
             Ok([fd, ..]) => fd as i32,
             Err(e) => return self.skip(pid, regs, e, None),
         };
-        let Some(inode) = target::socket_inode(pid, fd) else {
-            // Not an open socket: listen fails on its own.
-            return Ok(Restart::Continue(0));
-        };
-        if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
+        let inode = target::socket_inode(pid, fd);
+        if let Some((inherited, _)) = self
+            .inherited_inodes
+            .iter()
+            .find(|(_, ino)| Some(*ino) == inode)
+        {
             debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
             log::emit_simple(pid, Call::Listen, Some(fd), Action::Skipped, Ok(()));
             return self.skip_with(pid, regs, 0, None);
