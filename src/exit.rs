@@ -105,3 +105,15 @@ impl Status {
             .unwrap_or(Status::Exited(128 + signo))
     }
 }
+
+/// The program's main process is gone (reaped): signals are no longer passed on, so
+/// none can reach an unrelated process that reused its PID; they act on force-bind
+/// itself again (a SIGTERM ends it while it waits for the program's daemons).
+pub fn program_gone() {
+    PROGRAM_PID.store(0, std::sync::atomic::Ordering::Relaxed);
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in FORWARDED {
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+}

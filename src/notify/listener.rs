@@ -41,6 +41,9 @@ pub unsafe fn let_kernel_continue() -> Response {
     Response::Continue(ContinueToken(()))
 }
 
+/// The receive buffer, in 8-byte words: the kernel's struct seccomp_notif must fit.
+const RECV_WORDS: usize = 64;
+
 pub struct Listener {
     fd: OwnedFd,
     /// The kernel's sizeof(struct seccomp_notif), which may exceed ours.
@@ -62,6 +65,11 @@ impl Listener {
         })?;
         let notif_size =
             (sizes.seccomp_notif as usize).max(std::mem::size_of::<libc::seccomp_notif>());
+        // recv() has room for RECV_WORDS words: a kernel whose struct is larger
+        // (80 bytes today) would overrun it.
+        if notif_size > RECV_WORDS * 8 {
+            return Err(Errno::EOVERFLOW);
+        }
         Ok(Listener { fd, notif_size })
     }
 
@@ -73,8 +81,8 @@ impl Listener {
     /// it; EINTR: a signal. Both are normal.
     pub fn recv(&self) -> Result<Notification, Errno> {
         // Room for the kernel's struct, 8-aligned, zeroed as the kernel requires.
-        let mut buf = [0u64; 32];
-        let words = self.notif_size.div_ceil(8).min(buf.len());
+        let mut buf = [0u64; RECV_WORDS];
+        let words = self.notif_size.div_ceil(8);
         let buf = &mut buf[..words];
         // SAFETY: the buffer is at least as large as the kernel's seccomp_notif.
         Errno::result(unsafe {

@@ -120,8 +120,9 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
         }
     };
     let listener = match (handoff.errno, listener_fd) {
+        // The program may be running already: no falling back from here on.
         (0, Some(fd)) => Listener::new(fd)
-            .map_err(|e| unavailable(child.pid, format!("GET_NOTIF_SIZES: {e}")))?,
+            .map_err(|e| Error::Fatal(anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}")))?,
         (errno, _) => {
             let errno = Errno::from_raw(errno);
             return Err(unavailable(
@@ -248,7 +249,10 @@ fn reap(main: Pid) -> Status {
         // SAFETY: waitpid writes the status into a local.
         let rc = unsafe { libc::waitpid(-1, &mut status, 0) };
         match Errno::result(rc) {
-            Ok(pid) if pid == main.as_raw() => main_status = crate::exit::Status::from_wait(status),
+            Ok(pid) if pid == main.as_raw() => {
+                main_status = crate::exit::Status::from_wait(status);
+                crate::exit::program_gone();
+            }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
         }

@@ -262,6 +262,7 @@ impl<'p> Tracer<'p> {
         self.pending.remove(&pid);
         if pid == self.main {
             self.main_status = Some(status);
+            crate::exit::program_gone();
         }
     }
 
