@@ -263,3 +263,28 @@ pub fn listen(socket: &Socket, backlog: i32) -> Result<(), Errno> {
     Errno::result(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket.sock), backlog) })
         .map(drop)
 }
+
+/// listen() on a socket nobody bound binds it to 0.0.0.0:0 or [::]:0: that implicit
+/// bind, judged and done like an explicit one. None when there is none to do (not an
+/// IP socket, or already bound).
+pub fn implicit_bind(
+    policy: &Policy,
+    limits: Limits,
+    pid: Pid,
+    fd: RawFd,
+    socket: &Socket,
+) -> Option<Finish> {
+    if !socket.is_ip() {
+        return None;
+    }
+    let wildcard = unbound_wildcard(&socket.sock)?;
+    Some(bind(
+        policy,
+        limits,
+        Call::Listen,
+        pid,
+        fd,
+        socket,
+        sockaddr::encode(&wildcard).as_bytes(),
+    ))
+}

@@ -43,7 +43,7 @@ engine_tests! {
     fn swapping_the_descriptor_never_binds(engine: Engine) {
         let f = run(force_bind(engine, &["-d", attack("swap"), "1"]));
         let c = counts(&f, "tries");
-        assert!(count(&c, "tries") > 1000, "{f}");
+        assert!(count(&c, "tries") > 100, "the race did not run\n{f}");
         assert_eq!(count(&c, "escapes"), 0, "{f}");
     }
 

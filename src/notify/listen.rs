@@ -13,7 +13,6 @@ use super::supervisor::Supervisor;
 use crate::event::{Action, Call};
 use crate::filter::Trapped;
 use crate::sidebind::{self, Finish, Socket};
-use crate::sockaddr;
 
 impl Supervisor<'_> {
     pub fn on_listen(&self, n: &Notification, trapped: Trapped) -> Result<Response, Errno> {
@@ -31,28 +30,16 @@ impl Supervisor<'_> {
         }
         // A socket nobody bound would get 0.0.0.0:0 or [::]:0 from listen itself:
         // that implicit bind is judged like an explicit one.
-        if self.policy.restricts_wildcard()
-            && socket.is_ip()
-            && let Some(wildcard) = sidebind::unbound_wildcard(sock)
-        {
-            let bytes = sockaddr::encode(&wildcard);
-            match sidebind::bind(
-                self.policy,
-                self.limits,
-                Call::Listen,
-                pid,
-                fd,
-                &socket,
-                bytes.as_bytes(),
-            ) {
-                Finish::Return(Ok(())) | Finish::NotIp => {}
-                Finish::Return(Err(e)) => return Err(e),
+        if self.policy.restricts_wildcard() {
+            match sidebind::implicit_bind(self.policy, self.limits, pid, fd, &socket) {
+                None | Some(Finish::Return(Ok(()))) | Some(Finish::NotIp) => {}
+                Some(Finish::Return(Err(e))) => return Err(e),
                 // The inherited socket already listens: installing it is the listen.
-                Finish::Replace {
+                Some(Finish::Replace {
                     inherited,
                     cloexec,
                     announcement,
-                } => {
+                }) => {
                     return self.install(n, fd, inherited, cloexec, announcement);
                 }
             }

@@ -361,24 +361,10 @@ impl Tracer<'_> {
             Ok(socket) => socket,
             Err(e) => return self.skip(pid, regs, e, None),
         };
-        if socket.is_ip()
-            && let Some(wildcard) = sidebind::unbound_wildcard(&socket.sock)
-        {
-            let bytes = sockaddr::encode(&wildcard);
-            let finish = sidebind::bind(
-                self.policy,
-                self.limits,
-                Call::Listen,
-                pid,
-                fd,
-                &socket,
-                bytes.as_bytes(),
-            );
-            match finish {
-                Finish::Return(Ok(())) | Finish::NotIp => {}
-                // The inherited socket already listens: replacing is all there is to do.
-                other => return self.finish(pid, regs, t, fd, other),
-            }
+        match sidebind::implicit_bind(self.policy, self.limits, pid, fd, &socket) {
+            None | Some(Finish::Return(Ok(()))) | Some(Finish::NotIp) => {}
+            // Refused; or the inherited socket, which already listens, takes its place.
+            Some(other) => return self.finish(pid, regs, t, fd, other),
         }
         let listened = sidebind::listen(&socket, backlog);
         log::emit_simple(pid, Call::Listen, Some(fd), Action::Allowed, listened);
