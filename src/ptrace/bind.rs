@@ -57,7 +57,7 @@ impl Tracer<'_> {
     }
 
     pub fn on_bind(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
-        let regs = self.regs(pid)?;
+        let regs = crate::arch::read_regs(pid)?;
         let [fd, addr_ptr, len] = match self.call_args(pid, &regs, t) {
             Ok(args) => args,
             Err(e) => return self.skip(pid, regs, e, None),
@@ -322,7 +322,7 @@ impl Tracer<'_> {
     /// number is listened normally). A socket nobody bound gets its implicit
     /// 0.0.0.0:0 / [::]:0 bind judged like an explicit one (needs pidfd_getfd).
     pub fn on_listen(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
-        let regs = self.regs(pid)?;
+        let regs = crate::arch::read_regs(pid)?;
         let fd = match self.call_args(pid, &regs, t) {
             Ok([fd, ..]) => fd as i32,
             Err(e) => return self.skip(pid, regs, e, None),
@@ -376,14 +376,14 @@ impl Tracer<'_> {
 
     /// Refuses the call the thread is stopped in (EPERM).
     pub fn refuse(&mut self, pid: Pid) -> Result<Restart, Errno> {
-        let regs = self.regs(pid)?;
+        let regs = crate::arch::read_regs(pid)?;
         self.skip(pid, regs, Errno::EPERM, None)
     }
 
     /// io_uring_setup(): refused, so programs fall back to plain syscalls that the
     /// filter sees (IORING_OP_BIND and IORING_OP_LISTEN never pass through seccomp).
     pub fn on_io_uring_setup(&mut self, pid: Pid) -> Result<Restart, Errno> {
-        let regs = self.regs(pid)?;
+        let regs = crate::arch::read_regs(pid)?;
         log::emit_simple(
             pid,
             Call::IoUringSetup,

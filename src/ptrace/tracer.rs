@@ -24,7 +24,7 @@ type Regs = <Native as Arch>::Regs;
 /// What to do at the exit of a syscall we changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fixup {
-    /// Put the argument registers back as the program left them; keep the result.
+    /// Give the thread back every register as it left them, but the result.
     RestoreArgs,
     /// The syscall was skipped: make it return this (0 or -errno).
     Return(i64),
@@ -264,11 +264,6 @@ impl<'p> Tracer<'p> {
             self.main_status = Some(status);
             crate::exit::program_gone();
         }
-    }
-
-    /// Registers of a thread at a seccomp stop, and whether the trap is ours to judge.
-    pub fn regs(&self, pid: Pid) -> Result<Regs, Errno> {
-        read_regs(pid)
     }
 
     /// Records what to do at the syscall's exit, and asks to stop there.
