@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use force_bind::rule::{self, Action, BindRequest, Decision, FdRef, Pattern, PortRange, Rule};
+use force_bind::policy::{BindRequest, Decision, Purpose, SocketKind};
+use force_bind::rule::{self, Action, FdRef, Pattern, Rule};
 use force_bind::sockaddr::{self, Decoded};
 
 /// The rule parser on arbitrary bytes (only UTF-8 reaches it: a command-line argument
@@ -58,22 +59,31 @@ fn same_as_canonical(text: &str, r: &Rule) {
     }
 }
 
-/// MATCH in its fullest form: `*`, `:FIRST-LAST`, `IP:FIRST-LAST/PREFIX` or
-/// `[IPv6]:FIRST-LAST/PREFIX`.
+/// MATCH in its fullest form: `[PROTO:]` then `*`, `:FIRST-LAST`,
+/// `IP:FIRST-LAST/PREFIX` or `[IPv6]:FIRST-LAST/PREFIX` (`*` for any port). Rules
+/// without host names have one network at most.
 pub fn pattern_text(p: &Pattern) -> String {
-    let ports = format!("{}-{}", p.ports.first, p.ports.last);
-    match (&p.net, p.ports == PortRange::ANY) {
-        (None, true) => "*".into(),
-        (None, false) => format!(":{ports}"),
-        (Some(net), _) => format!("{}:{ports}/{}", host(net.addr()), net.prefix_len()),
+    let proto = p.proto.map(|p| format!("{}:", p.name())).unwrap_or_default();
+    let ports = match p.ports {
+        Some(r) => format!("{}-{}", r.first, r.last),
+        None => "*".into(),
+    };
+    match (p.nets.as_deref(), p.ports) {
+        (None, None) => format!("{proto}*"),
+        (None, Some(_)) => format!("{proto}:{ports}"),
+        (Some([net]), _) => format!("{proto}{}:{ports}/{}", host(net.addr()), net.prefix_len()),
+        (Some(nets), _) => panic!("{} networks without a host name: {nets:?}", nets.len()),
     }
 }
 
 /// ADDR as the parser reads it back.
 pub fn action_text(a: &Action) -> String {
     match a {
-        Action::Rewrite { ip, port: None } => host(*ip),
-        Action::Rewrite { ip, port: Some(p) } => format!("{}:{p}", host(*ip)),
+        Action::Rewrite { ips, port: None } => host(ips[0]),
+        Action::Rewrite {
+            ips,
+            port: Some(p),
+        } => format!("{}:{p}", host(ips[0])),
         Action::Replace(FdRef::Fd(n)) => format!("fd={n}"),
         Action::Replace(FdRef::Systemd(n)) => format!("sd={n}"),
         Action::Replace(FdRef::SystemdName(name)) => format!("sd={name}"),
@@ -170,20 +180,44 @@ pub fn policy_decide(data: &[u8]) {
     let Decoded::Inet(addr) = sockaddr::decode(addr_bytes) else {
         return;
     };
-    let policy = rule::Policy {
+    let policy = force_bind::policy::Policy {
         rules,
         ..Default::default()
     };
-    for dual_stack in [false, true] {
-        let req = BindRequest { addr, dual_stack };
+    for (dual_stack, kind, purpose) in [
+        (false, SocketKind::TCP, Purpose::Bind),
+        (true, SocketKind::TCP, Purpose::Bind),
+        (false, SocketKind::UDP, Purpose::Bind),
+        (true, SocketKind::TCP, Purpose::Listen),
+    ] {
+        let req = BindRequest {
+            addr,
+            dual_stack,
+            kind,
+            purpose,
+        };
         let verdict = policy.decide(&req);
         let why = || format!("{:?} on {req:?} -> {verdict:?}", policy.rules);
+        let proto = kind.proto();
+        // What the rules see: a v4-mapped bind as its IPv4 address.
+        let seen = match addr {
+            SocketAddr::V6(a) => a
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(addr, |ip| SocketAddr::new(ip.into(), a.port())),
+            v4 => v4,
+        };
+        let ephemeral = |r: &Rule| {
+            purpose == Purpose::Bind && addr.port() == 0 && !r.pattern.names_port_zero()
+        };
         let Some(r) = verdict.rule else {
             assert_eq!(verdict.decision, Decision::Allow, "{}", why());
-            // Every rule that matched could not apply to this socket.
-            for r in policy.rules.iter().filter(|r| r.pattern.matches(&addr)) {
+            // Every rule that matched could not be carried out on this socket (no
+            // inherited socket is passed here), or leaves a port-0 bind alone.
+            for r in policy.rules.iter().filter(|r| r.pattern.matches(&seen, proto)) {
                 assert!(
-                    matches!(r.action, Action::Rewrite { .. }),
+                    matches!(r.action, Action::Rewrite { .. } | Action::Replace(_))
+                        || (ephemeral(r) && matches!(r.action, Action::Replace(_))),
                     "{} was skipped: {}",
                     r.text,
                     why()
@@ -191,7 +225,7 @@ pub fn policy_decide(data: &[u8]) {
             }
             continue;
         };
-        if !r.pattern.matches(&addr) {
+        if !r.pattern.matches(&seen, proto) {
             assert!(
                 dual_stack && addr.is_ipv6(),
                 "{} does not match: {}",
@@ -199,19 +233,29 @@ pub fn policy_decide(data: &[u8]) {
                 why()
             );
         }
-        match (&r.action, verdict.decision) {
+        match (&r.action, &verdict.decision) {
             (Action::Allow, Decision::Allow) | (Action::Deny, Decision::Deny(_)) => {}
-            // Nothing was inherited: a replacement binds normally.
-            (Action::Replace(_), Decision::Allow) => assert!(verdict.note.is_some(), "{}", why()),
-            (Action::Rewrite { ip, port }, Decision::Rewrite(to)) => {
-                assert_eq!(to.is_ipv4(), addr.is_ipv4(), "family changed: {}", why());
-                assert_eq!(to.port(), port.unwrap_or(addr.port()), "port: {}", why());
-                match (ip, to) {
-                    (IpAddr::V4(ip), SocketAddr::V6(to6)) => {
-                        assert!(dual_stack, "mapped without dual stack: {}", why());
-                        assert_eq!(to6.ip().to_ipv4_mapped(), Some(*ip), "{}", why());
-                    }
-                    (ip, to) => assert_eq!(*ip, to.ip(), "{}", why()),
+            // A port-0 bind is not denied: its listen() is judged.
+            (Action::Deny, Decision::Allow) => {
+                assert!(ephemeral(r) && verdict.judge_listen, "{}", why())
+            }
+            (Action::Rewrite { ips, port }, Decision::Rewrite(to)) => {
+                assert!(!to.is_empty(), "{}", why());
+                for to in to {
+                    assert_eq!(to.is_ipv4(), addr.is_ipv4(), "family changed: {}", why());
+                    let want_port = match ephemeral(r) {
+                        true => 0,
+                        false => port.unwrap_or(addr.port()),
+                    };
+                    assert_eq!(to.port(), want_port, "port: {}", why());
+                    let ip = match to {
+                        SocketAddr::V6(to6) => to6
+                            .ip()
+                            .to_ipv4_mapped()
+                            .map_or(to.ip(), IpAddr::V4),
+                        to => to.ip(),
+                    };
+                    assert!(ips.contains(&ip), "{}", why());
                 }
             }
             _ => panic!("decision does not follow the rule: {}", why()),

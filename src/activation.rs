@@ -7,9 +7,8 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 
-use nix::sys::stat::{SFlag, fstat};
-
-use crate::rule::{Action, FdRef, Inherited, Rule};
+use crate::policy::{Inherited, InheritedSocket};
+use crate::rule::{Action, FdRef, Rule};
 
 pub const LISTEN_PID: &str = "LISTEN_PID";
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
@@ -68,7 +67,7 @@ pub fn inherited(rules: &[Rule]) -> Inherited {
     }
     candidates.sort_unstable();
     candidates.dedup();
-    let sockets = candidates.into_iter().filter(|fd| is_socket(*fd)).collect();
+    let sockets = candidates.into_iter().filter_map(inherited_socket).collect();
     Inherited {
         sockets,
         systemd_count,
@@ -76,11 +75,18 @@ pub fn inherited(rules: &[Rule]) -> Inherited {
     }
 }
 
-fn is_socket(fd: RawFd) -> bool {
-    // SAFETY: fstat only inspects the descriptor; a closed one gives EBADF.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fstat(fd)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK)
+/// `fd` as a passed socket, with its family, type and protocol; None when it is not
+/// an open socket.
+fn inherited_socket(fd: RawFd) -> Option<InheritedSocket> {
+    // SAFETY: getsockopt only inspects the descriptor; a closed one gives EBADF, one
+    // that is not a socket ENOTSOCK.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let domain = crate::target::sock_domain(sock).ok()?;
+    Some(InheritedSocket {
+        fd,
+        domain,
+        kind: crate::target::sock_kind(sock),
+    })
 }
 
 /// The program's environment: ours without the socket-activation variables, which

@@ -119,11 +119,11 @@ struct Args {
     version: bool,
 
     /// Print the force-bind(1) man page (roff) and exit
-    #[arg(long, hide = true, conflicts_with = "completions")]
+    #[arg(long, conflicts_with = "completions")]
     generate_man: bool,
 
-    /// Print the completion script for SHELL and exit
-    #[arg(long, hide = true, value_name = "SHELL")]
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long, value_name = "SHELL")]
     completions: Option<Shell>,
 
     /// The program to run, and its arguments
@@ -193,16 +193,22 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Options, CliEr
             .flatten()
             .collect::<Vec<_>>()
     };
+    // Host names are resolved once, here, with the system's hosts file and DNS.
+    let mut resolve = |name: &str| {
+        crate::resolve::lookup(name)
+            .map_err(|e| e.to_string())
+            .inspect(|ips| crate::log::debug!("{name} resolves to {ips:?}"))
+    };
     for (index, value) in indexed("bind").into_iter().zip(&args.bind) {
         ordered.push((
             index,
-            rule::parse_bind(value).map_err(|e| option_error("-b", e)),
+            rule::parse_bind_with(value, &mut resolve).map_err(|e| option_error("-b", e)),
         ));
     }
     for (index, value) in indexed("rewrite").into_iter().zip(&args.rewrite) {
         ordered.push((
             index,
-            rule::parse_match(value).map_err(|e| option_error("-m", e)),
+            rule::parse_match_with(value, &mut resolve).map_err(|e| option_error("-m", e)),
         ));
     }
     for index in indexed("deny") {

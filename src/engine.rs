@@ -7,7 +7,7 @@ use crate::arch::{Arch, Native};
 use crate::cli::EngineChoice;
 use crate::exit::Status;
 use crate::log::{verbose, warn};
-use crate::rule::Policy;
+use crate::policy::Policy;
 use crate::spawn::Program;
 use crate::{notify, ptrace};
 

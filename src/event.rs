@@ -4,8 +4,11 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+
+use crate::rule::Proto;
 
 /// Which call the event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +19,7 @@ pub enum Call {
 }
 
 impl Call {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Call::Bind => "bind",
             Call::Listen => "listen",
@@ -78,10 +81,14 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// When force-bind saw the call.
+    pub time: SystemTime,
     pub pid: i32,
     pub comm: String,
     pub call: Call,
     pub fd: Option<i32>,
+    /// The socket's protocol, when known.
+    pub proto: Option<Proto>,
     /// The address the program asked for (for listen: the socket's implicit one).
     pub requested: Option<SocketAddr>,
     /// The rule that decided, as the user wrote it; None when none matched.
@@ -95,6 +102,9 @@ impl Event {
     /// The -v line (without the "force-bind: " prefix).
     pub fn text(&self) -> String {
         let mut s = format!("pid {} ({}): {}", self.pid, self.comm, self.call.name());
+        if let Some(proto) = self.proto {
+            let _ = write!(s, " {}", proto.name());
+        }
         if let Some(fd) = self.fd {
             let _ = write!(s, " fd {fd}");
         }
@@ -107,6 +117,8 @@ impl Event {
             .map(|r| format!(" by '{r}'"))
             .unwrap_or_default();
         let what = match &self.action {
+            // A listen that needed no decision: only what happened is said.
+            Action::Allowed if self.rule.is_none() && self.requested.is_none() => String::new(),
             Action::Allowed if self.rule.is_none() => "allowed (no rule matched)".to_string(),
             Action::Allowed => format!("allowed{by}"),
             Action::Rewritten(to) => format!("rewritten to {to}{by}"),
@@ -118,11 +130,16 @@ impl Event {
                     .to_string()
             }
         };
-        let _ = write!(s, ": {what}");
+        if !what.is_empty() {
+            let _ = write!(s, ": {what}");
+        }
         if let Some(note) = &self.note {
             let _ = write!(s, " ({note})");
         }
         match &self.outcome {
+            Outcome::Ok { bound: Some(bound) } if self.call == Call::Listen && self.requested.is_none() => {
+                let _ = write!(s, ": ok, listening on {bound}");
+            }
             Outcome::Ok { bound: Some(bound) } => {
                 let _ = write!(s, ": ok, bound {bound}");
             }
@@ -151,11 +168,15 @@ impl Event {
     /// One JSON object, on one line.
     pub fn json(&self) -> String {
         let mut j = Json::new();
+        j.str("time", &rfc3339(self.time));
         j.str("event", self.call.name());
         j.num("pid", self.pid as i64);
         j.str("comm", &self.comm);
         if let Some(fd) = self.fd {
             j.num("fd", fd as i64);
+        }
+        if let Some(proto) = self.proto {
+            j.str("proto", proto.name());
         }
         if let Some(addr) = self.requested {
             j.str("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" });
@@ -204,6 +225,36 @@ impl Event {
         }
         j.finish()
     }
+}
+
+/// `t` as RFC 3339 in UTC with microseconds: `2026-12-01T09:30:00.123456Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, public domain: eras of 400 years of 146,097 days).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A flat JSON object writer: all this needs, with correct string escaping.
@@ -270,10 +321,12 @@ mod tests {
 
     fn event(action: Action, rule: Option<&str>, outcome: Outcome) -> Event {
         Event {
+            time: UNIX_EPOCH + std::time::Duration::from_micros(1_764_581_400_123_456),
             pid: 42,
             comm: "py\"thon".into(),
             call: Call::Bind,
             fd: Some(3),
+            proto: Some(Proto::Tcp),
             requested: Some("0.0.0.0:8000".parse().unwrap()),
             rule: rule.map(str::to_string),
             action,
@@ -294,11 +347,11 @@ mod tests {
                     Some("-b 127.0.0.2"),
                     ok("127.0.0.2:8000"),
                 ),
-                "pid 42 (py\"thon): bind fd 3 0.0.0.0:8000: rewritten to 127.0.0.2:8000 by '-b 127.0.0.2': ok, bound 127.0.0.2:8000",
+                "pid 42 (py\"thon): bind tcp fd 3 0.0.0.0:8000: rewritten to 127.0.0.2:8000 by '-b 127.0.0.2': ok, bound 127.0.0.2:8000",
             ),
             (
                 event(Action::Allowed, None, ok("0.0.0.0:8000")),
-                "pid 42 (py\"thon): bind fd 3 0.0.0.0:8000: allowed (no rule matched): ok, bound 0.0.0.0:8000",
+                "pid 42 (py\"thon): bind tcp fd 3 0.0.0.0:8000: allowed (no rule matched): ok, bound 0.0.0.0:8000",
             ),
             (
                 event(
@@ -310,7 +363,7 @@ mod tests {
                         hint: None,
                     },
                 ),
-                "pid 42 (py\"thon): bind fd 3 0.0.0.0:8000: denied by '-d': failed: EPERM (Operation not permitted)",
+                "pid 42 (py\"thon): bind tcp fd 3 0.0.0.0:8000: denied by '-d': failed: EPERM (Operation not permitted)",
             ),
             (
                 event(
@@ -325,7 +378,7 @@ mod tests {
                         hint: None,
                     },
                 ),
-                "pid 42 (py\"thon): bind fd 3 0.0.0.0:8000: allowed by '-m :8000=allow': failed: EADDRINUSE (Address already in use), held by pid 7 (nc)",
+                "pid 42 (py\"thon): bind tcp fd 3 0.0.0.0:8000: allowed by '-m :8000=allow': failed: EADDRINUSE (Address already in use), held by pid 7 (nc)",
             ),
             (
                 event(
@@ -333,7 +386,7 @@ mod tests {
                     Some("-m :8000=sd=0"),
                     Outcome::Ok { bound: None },
                 ),
-                "pid 42 (py\"thon): bind fd 3 0.0.0.0:8000: replaced by inherited fd 3 by '-m :8000=sd=0': ok",
+                "pid 42 (py\"thon): bind tcp fd 3 0.0.0.0:8000: replaced by inherited fd 3 by '-m :8000=sd=0': ok",
             ),
         ];
         for (e, want) in cases {
@@ -352,7 +405,7 @@ mod tests {
         );
         assert_eq!(
             e.json(),
-            r#"{"event":"bind","pid":42,"comm":"py\"thon","fd":3,"family":"ipv4","address":"0.0.0.0:8000","rule":"-b 127.0.0.2","action":"rewritten","to":"127.0.0.2:8000","result":"ok","bound":"127.0.0.2:8000"}"#
+            r#"{"time":"2025-12-01T09:30:00.123456Z","event":"bind","pid":42,"comm":"py\"thon","fd":3,"proto":"tcp","family":"ipv4","address":"0.0.0.0:8000","rule":"-b 127.0.0.2","action":"rewritten","to":"127.0.0.2:8000","result":"ok","bound":"127.0.0.2:8000"}"#
         );
         let e = event(
             Action::Allowed,
@@ -365,8 +418,37 @@ mod tests {
         );
         assert_eq!(
             e.json(),
-            r#"{"event":"bind","pid":42,"comm":"py\"thon","fd":3,"family":"ipv4","address":"0.0.0.0:8000","rule":null,"action":"allowed","result":"error","errno":"EADDRNOTAVAIL","error":"Cannot assign requested address","holder":"unknown","hint":"x\ty"}"#
+            r#"{"time":"2025-12-01T09:30:00.123456Z","event":"bind","pid":42,"comm":"py\"thon","fd":3,"proto":"tcp","family":"ipv4","address":"0.0.0.0:8000","rule":null,"action":"allowed","result":"error","errno":"EADDRNOTAVAIL","error":"Cannot assign requested address","holder":"unknown","hint":"x\ty"}"#
         );
+    }
+
+    #[test]
+    fn listen_lines_say_what_happened() {
+        let mut e = event(
+            Action::Allowed,
+            None,
+            Outcome::Ok {
+                bound: Some("127.0.0.2:8080".parse().unwrap()),
+            },
+        );
+        e.call = Call::Listen;
+        e.requested = None;
+        assert_eq!(
+            e.text(),
+            "pid 42 (py\"thon): listen tcp fd 3: ok, listening on 127.0.0.2:8080"
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        for (micros, want) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400_000_001, "2000-02-29T00:00:00.000001Z"),
+            (4_102_444_799_999_999, "2099-12-31T23:59:59.999999Z"),
+        ] {
+            let t = UNIX_EPOCH + std::time::Duration::from_micros(micros);
+            assert_eq!(rfc3339(t), want);
+        }
     }
 
     #[test]

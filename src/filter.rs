@@ -142,14 +142,12 @@ impl Traps {
 
 impl Traps {
     /// What `policy` needs trapped, delivered as `trap`.
-    pub fn for_policy(policy: &crate::rule::Policy, trap: Trap) -> Traps {
+    pub fn for_policy(policy: &crate::policy::Policy, trap: Trap) -> Traps {
         Traps {
             trap,
-            // -L, the implicit bind of listen(), and watching (no rule: every bind
-            // and listen is shown).
-            listen: policy.skip_listen_on_replaced
-                || policy.restricts_wildcard()
-                || policy.rules.is_empty(),
+            // -L, the implicit bind of listen(), a port-0 socket's listen judged
+            // (policy.rs), and watching (no rule: every bind and listen is shown).
+            listen: policy.judges_listen() || policy.rules.is_empty(),
             io_uring: !policy.allow_io_uring,
             // With no rule force-bind only watches; a bind by another name is still a
             // bind the policy cannot see, so any rule refuses it.

@@ -19,6 +19,8 @@ mod log;
 mod manual;
 mod memory;
 mod notify;
+pub mod policy;
+mod resolve;
 mod ptrace;
 pub mod rule;
 mod sidebind;
@@ -76,12 +78,16 @@ pub fn run() -> ExitCode {
     }
 
     let inherited = activation::inherited(&options.rules);
-    let policy = rule::Policy {
+    let policy = policy::Policy {
         rules: options.rules,
         inherited,
         skip_listen_on_replaced: options.skip_listen,
         allow_io_uring: options.allow_io_uring,
     };
+    // A rule naming a socket that was not passed would bind normally: say so now.
+    for warning in policy.unpassed_sockets() {
+        warn!("{warning}");
+    }
     let env = activation::program_env(options.pass_listen_fds);
     let set_listen_pid = options.pass_listen_fds && policy.inherited.systemd_count > 0;
     let mut program = match spawn::Program::new(&options.command, env, set_listen_pid) {
@@ -90,7 +96,7 @@ pub fn run() -> ExitCode {
     };
 
     // The policy lives as long as the process; the notify engine's threads share it.
-    let policy: &'static rule::Policy = Box::leak(Box::new(policy));
+    let policy: &'static policy::Policy = Box::leak(Box::new(policy));
     let result = engine::run(options.engine, policy, &mut program);
     match result {
         Ok(status) => exit::leave(status),

@@ -12,7 +12,8 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use crate::event::{Action, Call, Event, Holder, Outcome};
-use crate::rule::{Decision, Note, Verdict};
+use crate::policy::{Decision, SocketKind, Verdict};
+use crate::rule::{Action as RuleAction, Proto};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -93,10 +94,15 @@ pub fn emit(event: &Event) {
     if !events_wanted() {
         return;
     }
-    let mut line = if JSON.load(Ordering::Relaxed) {
-        event.json()
-    } else {
-        format!("force-bind: {}", event.text())
+    let mut line = match (JSON.load(Ordering::Relaxed), SINK.get()) {
+        (true, _) => event.json(),
+        // A log file is read later: each line says when.
+        (false, Some(_)) => format!(
+            "{} force-bind: {}",
+            crate::event::rfc3339(event.time),
+            event.text()
+        ),
+        (false, None) => format!("force-bind: {}", event.text()),
     };
     line.push('\n');
     match SINK.get() {
@@ -118,9 +124,11 @@ pub fn emit(event: &Event) {
 /// who holds the address, or a hint.
 #[derive(Debug, Clone)]
 pub struct Announcement {
+    time: std::time::SystemTime,
     pid: Pid,
     call: Call,
     fd: i32,
+    proto: Proto,
     requested: SocketAddr,
     rule: Option<String>,
     action: Action,
@@ -138,27 +146,32 @@ impl Announcement {
         call: Call,
         fd: i32,
         requested: SocketAddr,
+        kind: SocketKind,
         verdict: &Verdict,
-        sock_type: impl FnOnce() -> Option<i32>,
     ) -> Option<Self> {
         if !events_wanted() {
             return None;
         }
-        let sock_type = sock_type();
-        let (action, attempted) = match verdict.decision {
+        let sock_type = (kind.sock_type != 0).then_some(kind.sock_type);
+        let (action, attempted) = match &verdict.decision {
             Decision::Allow => (Action::Allowed, Some(requested)),
-            Decision::Rewrite(to) => (Action::Rewritten(to), Some(to)),
-            Decision::ReplaceWithFd(n) => (Action::Replaced(n), None),
+            Decision::Rewrite(to) => (Action::Rewritten(to[0]), Some(to[0])),
+            Decision::ReplaceWithFd(n) => (Action::Replaced(*n), None),
             Decision::Deny(_) => (Action::Denied, None),
         };
-        let note = verdict
-            .note
-            .as_ref()
-            .map(|Note::NotPassed(fd_ref)| format!("{fd_ref} not passed: binding normally"));
+        let mut note = skip_note(verdict);
+        if verdict.judge_listen {
+            note = Some(join_notes(
+                note,
+                "port 0: its listen() is judged on the port the kernel gives it",
+            ));
+        }
         Some(Announcement {
+            time: std::time::SystemTime::now(),
             pid,
             call,
             fd,
+            proto: kind.proto(),
             requested,
             rule: verdict.rule.map(|r| r.text.clone()),
             action,
@@ -170,10 +183,13 @@ impl Announcement {
 
     /// Adds to the note (a detail learnt while carrying the decision out).
     pub fn note(&mut self, text: &str) {
-        self.note = Some(match self.note.take() {
-            Some(n) => format!("{n}; {text}"),
-            None => text.to_string(),
-        });
+        self.note = Some(join_notes(self.note.take(), text));
+    }
+
+    /// The rewrite landed on `to`, not on the first address tried.
+    pub fn rewritten_to(&mut self, to: SocketAddr) {
+        self.action = Action::Rewritten(to);
+        self.attempted = Some(to);
     }
 
     /// Emits it with the call's result: the bound address when known, or the errno.
@@ -187,10 +203,12 @@ impl Announcement {
             (Err(errno), _) => explain(self.pid, errno, self.attempted, self.sock_type),
         };
         emit(&Event {
+            time: self.time,
             pid: self.pid.as_raw(),
             comm: crate::target::comm(self.pid),
             call: self.call,
             fd: Some(self.fd),
+            proto: Some(self.proto),
             requested: Some(self.requested),
             rule: self.rule.clone(),
             action: self.action.clone(),
@@ -229,29 +247,76 @@ pub fn explain(
     }
 }
 
+/// Joins two details of one event.
+fn join_notes(note: Option<String>, text: &str) -> String {
+    match note {
+        Some(n) => format!("{n}; {text}"),
+        None => text.to_string(),
+    }
+}
+
+/// What the event says of a rule that was skipped: always when no rule decided (the
+/// bind goes through as asked), and for an inherited socket that could not be used.
+fn skip_note(verdict: &Verdict) -> Option<String> {
+    let (rule, why) = verdict.skipped.as_ref()?;
+    let shown = verdict.rule.is_none() || matches!(rule.action, RuleAction::Replace(_));
+    shown.then(|| match verdict.rule {
+        None => format!("rule '{}' skipped: {why}; bound as asked", rule.text),
+        Some(_) => format!("rule '{}' skipped: {why}", rule.text),
+    })
+}
+
+/// When no rule decided a bind because a rule that matched could not be carried out
+/// (an inherited socket not passed or of another kind, an address the socket cannot
+/// take), the bind goes through as asked: said at the default verbosity, in one
+/// line, unless the event line already says it.
+pub fn warn_skipped(
+    pid: Pid,
+    call: Call,
+    fd: i32,
+    requested: SocketAddr,
+    kind: SocketKind,
+    verdict: &Verdict,
+) {
+    if verdict.rule.is_some() || events_wanted() {
+        return;
+    }
+    if let Some(note) = skip_note(verdict) {
+        warn!(
+            "pid {pid} ({}): {} {} fd {fd} {requested}: {note}",
+            crate::target::comm(pid),
+            call.name(),
+            kind.proto().name()
+        );
+    }
+}
+
 /// The event for a call that needs no judging: a skipped listen (-L), a refused
-/// io_uring_setup, or a listen that was only watched.
+/// io_uring_setup, or a listen that was only watched (`bound`: where it listens).
 pub fn emit_simple(
     pid: Pid,
     call: Call,
     fd: Option<i32>,
+    proto: Option<Proto>,
     action: Action,
-    result: Result<(), Errno>,
+    result: Result<Option<SocketAddr>, Errno>,
 ) {
     if !events_wanted() {
         return;
     }
     emit(&Event {
+        time: std::time::SystemTime::now(),
         pid: pid.as_raw(),
         comm: crate::target::comm(pid),
         call,
         fd,
+        proto,
         requested: None,
         rule: None,
         action,
         note: None,
         outcome: match result {
-            Ok(()) => Outcome::Ok { bound: None },
+            Ok(bound) => Outcome::Ok { bound },
             Err(errno) => Outcome::Failed {
                 errno,
                 holder: None::<Holder>,
@@ -266,10 +331,13 @@ pub fn emit_simple(
 #[derive(Debug, Clone)]
 pub enum Later {
     Bind(Announcement),
-    /// A call that needed no judging, only watching.
+    /// A call that needed no judging, only watching; `local`: the socket's address
+    /// before the call, when it was bound.
     Watched {
         call: Call,
         fd: i32,
+        proto: Option<Proto>,
+        local: Option<SocketAddr>,
     },
 }
 
@@ -281,9 +349,19 @@ impl Later {
         };
         match self {
             Later::Bind(a) => a.emit(result.map(|()| a.expected_bound())),
-            Later::Watched { call, fd } => {
-                emit_simple(pid, *call, Some(*fd), Action::Allowed, result)
-            }
+            Later::Watched {
+                call,
+                fd,
+                proto,
+                local,
+            } => emit_simple(
+                pid,
+                *call,
+                Some(*fd),
+                *proto,
+                Action::Allowed,
+                result.map(|()| *local),
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use crate::event::Call;
 use crate::log::{Announcement, warn};
-use crate::rule::{BindRequest, Decision, Policy};
+use crate::policy::{BindRequest, Decision, Policy, Purpose, SocketKind};
 use crate::sockaddr::{self, Decoded};
 use crate::target;
 
@@ -59,23 +59,49 @@ pub struct Socket {
     pub sock: OwnedFd,
     /// SO_DOMAIN.
     pub domain: i32,
+    /// SO_TYPE and SO_PROTOCOL, read for IP sockets only.
+    pub kind: SocketKind,
 }
 
 impl Socket {
     pub fn take(pidfds: &target::Pidfds, pid: Pid, fd: RawFd) -> Result<Socket, Errno> {
         let sock = pidfds.getfd(pid, fd)?;
         let domain = target::sock_domain(sock.as_fd())?;
-        Ok(Socket { sock, domain })
+        let kind = match domain {
+            libc::AF_INET | libc::AF_INET6 => target::sock_kind(sock.as_fd()),
+            _ => SocketKind::default(),
+        };
+        Ok(Socket { sock, domain, kind })
     }
 
     /// AF_INET or AF_INET6: the only families the policy judges.
     pub fn is_ip(&self) -> bool {
         self.domain == libc::AF_INET || self.domain == libc::AF_INET6
     }
+}
 
-    /// SO_TYPE, asked only when needed (a replacement, an event).
-    fn sock_type(&self) -> Option<i32> {
-        target::sock_type(self.sock.as_fd()).ok()
+/// Sockets whose port-0 bind a deny rule let through (policy.rs): their listen() is
+/// judged on the port the kernel gave them. By inode, which names one socket for its
+/// whole life; one set for the process, since inodes are the kernel's and every
+/// engine thread serves the same programs. Bounded: when full, such binds are denied.
+static PORT_ZERO_SOCKETS: std::sync::Mutex<std::collections::BTreeSet<u64>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+const PORT_ZERO_SOCKETS_MAX: usize = 65_536;
+
+fn inode(sock: &OwnedFd) -> Option<u64> {
+    nix::sys::stat::fstat(sock).ok().map(|st| st.st_ino)
+}
+
+/// Remembers `sock` as one whose listen() must be judged; false when it cannot be
+/// (the set is full, or the socket cannot be named): the bind is then refused.
+fn remember_port_zero(sock: &OwnedFd) -> bool {
+    let Some(inode) = inode(sock) else {
+        return false;
+    };
+    let mut set = PORT_ZERO_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
+    set.len() < PORT_ZERO_SOCKETS_MAX && {
+        set.insert(inode);
+        true
     }
 }
 
@@ -106,7 +132,7 @@ pub fn bind(
     socket: &Socket,
     bytes: &[u8],
 ) -> Finish {
-    let Socket { sock, domain } = socket;
+    let Socket { sock, domain, kind } = socket;
     let domain = *domain;
     if !socket.is_ip() {
         return Finish::NotIp;
@@ -122,30 +148,33 @@ pub fn bind(
     let judged_dual_stack = policy
         .needs_dual_stack(&addr)
         .then(|| target::sock_dual_stack(sock).unwrap_or(false));
-    let dual_stack = judged_dual_stack.unwrap_or(false);
-    let verdict = policy.decide(&BindRequest { addr, dual_stack });
-    let announcement = Announcement::new(pid, call, fd, addr, &verdict, || socket.sock_type());
-    let result = match verdict.decision {
+    let purpose = match call {
+        Call::Listen => Purpose::Listen,
+        _ => Purpose::Bind,
+    };
+    let verdict = policy.decide(&BindRequest {
+        addr,
+        dual_stack: judged_dual_stack.unwrap_or(false),
+        kind: *kind,
+        purpose,
+    });
+    crate::log::warn_skipped(pid, call, fd, addr, *kind, &verdict);
+    let mut announcement = Announcement::new(pid, call, fd, addr, *kind, &verdict);
+    let result = match &verdict.decision {
+        Decision::Allow if verdict.judge_listen && !remember_port_zero(sock) => {
+            warn!("pid {pid}: too many port-0 binds waiting for their listen(); denying");
+            Err(Errno::EPERM)
+        }
         Decision::Allow => bind_checked(limits, pid, sock, bytes, addr, judged_dual_stack),
-        Decision::Rewrite(to) => bind_checked(
-            limits,
-            pid,
-            sock,
-            sockaddr::encode(&to).as_bytes(),
-            to,
-            judged_dual_stack,
-        ),
-        Decision::Deny(errno) => Err(errno),
+        Decision::Rewrite(targets) => {
+            bind_first(limits, pid, sock, targets, judged_dual_stack, &mut announcement)
+        }
+        Decision::Deny(errno) => Err(*errno),
         Decision::ReplaceWithFd(inherited) => {
-            match replace(
-                pid,
-                fd,
-                inherited,
-                (domain, socket.sock_type().unwrap_or(-1)),
-            ) {
+            match replace(pid, fd, *inherited, (domain, kind.sock_type)) {
                 Ok(cloexec) => {
                     return Finish::Replace {
-                        inherited,
+                        inherited: *inherited,
                         cloexec,
                         announcement,
                     };
@@ -158,6 +187,51 @@ pub fn bind(
         a.emit(result.map(|()| target::local_addr(sock).ok()));
     }
     Finish::Return(result)
+}
+
+/// Errors that make a rewrite to several addresses (a host name's) try the next.
+fn try_next(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::EADDRNOTAVAIL | Errno::EADDRINUSE | Errno::EAFNOSUPPORT
+    )
+}
+
+/// Binds to the first of `targets` the kernel takes, in order; the event says which,
+/// and what the ones before it gave.
+fn bind_first(
+    limits: Limits,
+    pid: Pid,
+    sock: &OwnedFd,
+    targets: &[SocketAddr],
+    judged_dual_stack: Option<bool>,
+    announcement: &mut Option<Announcement>,
+) -> Result<(), Errno> {
+    let mut failed = Vec::new();
+    let mut result = Err(Errno::EADDRNOTAVAIL);
+    for (i, to) in targets.iter().enumerate() {
+        result = bind_checked(
+            limits,
+            pid,
+            sock,
+            sockaddr::encode(to).as_bytes(),
+            *to,
+            judged_dual_stack,
+        );
+        match result {
+            Err(e) if try_next(e) && i + 1 < targets.len() => failed.push(format!("{to}: {e:?}")),
+            _ => {
+                if let Some(a) = announcement.as_mut() {
+                    a.rewritten_to(*to);
+                    if !failed.is_empty() {
+                        a.note(&format!("tried {}", failed.join(", ")));
+                    }
+                }
+                break;
+            }
+        }
+    }
+    result
 }
 
 /// Binds as the program could: a privileged port needs its CAP_NET_BIND_SERVICE.
@@ -264,10 +338,11 @@ pub fn listen(socket: &Socket, backlog: i32) -> Result<(), Errno> {
         .map(drop)
 }
 
-/// listen() on a socket nobody bound binds it to 0.0.0.0:0 or [::]:0: that implicit
-/// bind, judged and done like an explicit one. None when there is none to do (not an
-/// IP socket, or already bound).
-pub fn implicit_bind(
+/// What listen() on `socket` must be judged as, done like a bind: the implicit bind
+/// of a socket nobody bound (0.0.0.0:0 or [::]:0), or, for a socket whose port-0
+/// bind a deny rule let through, the address the kernel gave it (denied: EPERM).
+/// None when there is nothing to judge (not an IP socket, or bound as the rules said).
+pub fn judge_listen(
     policy: &Policy,
     limits: Limits,
     pid: Pid,
@@ -277,14 +352,43 @@ pub fn implicit_bind(
     if !socket.is_ip() {
         return None;
     }
-    let wildcard = unbound_wildcard(&socket.sock)?;
-    Some(bind(
-        policy,
-        limits,
-        Call::Listen,
-        pid,
-        fd,
-        socket,
-        sockaddr::encode(&wildcard).as_bytes(),
-    ))
+    if let Some(wildcard) = unbound_wildcard(&socket.sock) {
+        return Some(bind(
+            policy,
+            limits,
+            Call::Listen,
+            pid,
+            fd,
+            socket,
+            sockaddr::encode(&wildcard).as_bytes(),
+        ));
+    }
+    let inode = inode(&socket.sock)?;
+    if !PORT_ZERO_SOCKETS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&inode)
+    {
+        return None;
+    }
+    let addr = target::local_addr(&socket.sock).ok()?;
+    let dual_stack = addr.is_ipv6() && target::sock_dual_stack(&socket.sock).unwrap_or(false);
+    let verdict = policy.decide(&BindRequest {
+        addr,
+        dual_stack,
+        kind: socket.kind,
+        purpose: Purpose::Listen,
+    });
+    if let Decision::Deny(errno) = verdict.decision {
+        // Kept in the set: a second listen() is judged again.
+        if let Some(a) = Announcement::new(pid, Call::Listen, fd, addr, socket.kind, &verdict) {
+            a.emit(Err(errno));
+        }
+        return Some(Finish::Return(Err(errno)));
+    }
+    PORT_ZERO_SOCKETS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&inode);
+    None
 }

@@ -234,6 +234,14 @@ pub fn sock_type(sock: BorrowedFd) -> Result<i32, Errno> {
     sockopt_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)
 }
 
+/// SO_TYPE and SO_PROTOCOL, as the policy wants them (0 for what cannot be read).
+pub fn sock_kind(sock: BorrowedFd) -> crate::policy::SocketKind {
+    crate::policy::SocketKind {
+        sock_type: sock_type(sock).unwrap_or(0),
+        protocol: sockopt_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(0),
+    }
+}
+
 /// bind(2) on our copy of the target's socket, with exactly these sockaddr bytes.
 pub fn bind_bytes(sock: &OwnedFd, bytes: &[u8]) -> Result<(), Errno> {
     // SAFETY: bind reads `bytes.len()` bytes from the slice.

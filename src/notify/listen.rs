@@ -25,13 +25,16 @@ impl Supervisor<'_> {
         let inode = nix::sys::stat::fstat(sock)?.st_ino;
         if let Some((inherited, _)) = self.inherited_inodes.iter().find(|(_, ino)| *ino == inode) {
             crate::log::debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
-            crate::log::emit_simple(pid, Call::Listen, Some(fd), Action::Skipped, Ok(()));
+            let proto = Some(socket.kind.proto());
+            let local = crate::target::local_addr(sock).ok();
+            crate::log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Skipped, Ok(local));
             return Ok(Response::Return(0));
         }
         // A socket nobody bound would get 0.0.0.0:0 or [::]:0 from listen itself:
-        // that implicit bind is judged like an explicit one.
-        if self.policy.restricts_wildcard() {
-            match sidebind::implicit_bind(self.policy, self.limits, pid, fd, &socket) {
+        // that implicit bind is judged like an explicit one; so is the port the
+        // kernel gave a socket whose port-0 bind a deny rule let through.
+        if self.policy.judges_listen() {
+            match sidebind::judge_listen(self.policy, self.limits, pid, fd, &socket) {
                 None | Some(Finish::Return(Ok(()))) | Some(Finish::NotIp) => {}
                 Some(Finish::Return(Err(e))) => return Err(e),
                 // The inherited socket already listens: installing it is the listen.
@@ -46,7 +49,9 @@ impl Supervisor<'_> {
         }
         // SAFETY: listen(2) on our own copy of the target's socket.
         let listened = Errno::result(unsafe { libc::listen(sock.as_raw_fd(), backlog) }).map(drop);
-        crate::log::emit_simple(pid, Call::Listen, Some(fd), Action::Allowed, listened);
+        let proto = (socket.kind.sock_type != 0).then(|| socket.kind.proto());
+        let local = listened.map(|()| crate::target::local_addr(sock).ok());
+        crate::log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Allowed, local);
         listened.map(|()| Response::Return(0))
     }
 }

@@ -24,7 +24,7 @@ use crate::arch::Native;
 use crate::exit::Status;
 use crate::filter::{self, Trap, Traps};
 use crate::log::debug;
-use crate::rule::Policy;
+use crate::policy::Policy;
 use crate::spawn::{self, Program, SpawnError};
 use listener::Listener;
 use supervisor::Supervisor;

@@ -11,7 +11,7 @@ use super::listener::{Listener, Notification, Response};
 use crate::arch::Native;
 use crate::filter::{Call, Trapped};
 use crate::log::debug;
-use crate::rule::Policy;
+use crate::policy::Policy;
 
 pub struct Supervisor<'p> {
     pub policy: &'p Policy,
@@ -52,7 +52,7 @@ const SLOW: Duration = Duration::from_millis(50);
 
 impl Supervisor<'static> {
     pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
-        let inherited_inodes = crate::target::inodes_of(&policy.inherited.sockets);
+        let inherited_inodes = crate::target::inodes_of(&policy.inherited.fds());
         Supervisor {
             policy,
             listener,
@@ -221,6 +221,7 @@ impl Supervisor<'_> {
                 crate::log::emit_simple(
                     pid,
                     crate::event::Call::IoUringSetup,
+                    None,
                     None,
                     crate::event::Action::Refused,
                     Err(Errno::ENOSYS),

@@ -16,7 +16,7 @@ use crate::event::{Action, Call};
 use crate::filter::Trapped;
 use crate::log::{self, Announcement, Later, debug, warn};
 use crate::memory;
-use crate::rule::{BindRequest, Decision};
+use crate::policy::{BindRequest, Decision, Purpose, SocketKind};
 use crate::sidebind::{self, Finish, Socket};
 use crate::sockaddr::{self, Decoded, SOCKADDR_MAX_LEN};
 use crate::target;
@@ -130,11 +130,15 @@ impl Tracer<'_> {
             Decoded::Inet(addr) => Some(addr),
             _ => None,
         };
-        let dual_stack = if t.abi == AbiKind::Compat {
+        let needs_kind = self.policy.needs_kind();
+        let (dual_stack, kind) = if t.abi == AbiKind::Compat {
             // Asking the thread needs a rewind over the syscall instruction, which
             // 32-bit callers may have entered by sysenter: take the sockaddr's family
-            // for the socket's and the system default for IPV6_V6ONLY.
-            addr.is_some_and(|a| self.policy.needs_dual_stack(&a)) && target::default_dual_stack()
+            // for the socket's, the system default for IPV6_V6ONLY, and TCP for the
+            // kind (what 32-bit servers that rules hand sockets to bind).
+            let dual_stack = addr.is_some_and(|a| self.policy.needs_dual_stack(&a))
+                && target::default_dual_stack();
+            (dual_stack, SocketKind::TCP)
         } else {
             let facts = self
                 .facts
@@ -167,31 +171,62 @@ impl Tracer<'_> {
             }) {
                 addr = None;
             }
-            match (
+            let kind = match (needs_kind, facts.sock_type, facts.protocol) {
+                (false, ..) => SocketKind::default(),
+                (true, None, _) => return self.ask(pid, &regs, facts, Query::Type),
+                (true, Some(_), None) => return self.ask(pid, &regs, facts, Query::Protocol),
+                (true, Some(sock_type), Some(protocol)) => SocketKind {
+                    sock_type: sock_type.unwrap_or(0),
+                    protocol: protocol.unwrap_or(0),
+                },
+            };
+            let dual_stack = match (
                 addr.is_some_and(|a| self.policy.needs_dual_stack(&a)),
                 facts.v6only,
             ) {
                 (false, _) => false,
                 (true, None) => return self.ask(pid, &regs, facts, Query::V6Only),
                 (true, Some(v6only)) => !v6only.unwrap_or(!target::default_dual_stack()),
-            }
+            };
+            (dual_stack, kind)
         };
         let Some(addr) = addr else {
             return self.bind_copy(pid, regs, t, fd, bytes, None);
         };
         let policy = self.policy;
-        let verdict = policy.decide(&BindRequest { addr, dual_stack });
-        let report =
-            Announcement::new(pid, Call::Bind, fd, addr, &verdict, || None).map(Later::Bind);
+        // Before 5.6 a port-0 socket's listen() cannot be judged (no copy of the
+        // socket to ask for its port): judge_listen lets it through (README).
+        let verdict = policy.decide(&BindRequest {
+            addr,
+            dual_stack,
+            kind,
+            purpose: Purpose::Bind,
+        });
+        log::warn_skipped(pid, Call::Bind, fd, addr, kind, &verdict);
+        let mut announcement = Announcement::new(pid, Call::Bind, fd, addr, kind, &verdict);
         match verdict.decision {
-            Decision::Deny(errno) => self.skip(pid, regs, errno, report),
+            Decision::Deny(errno) => self.skip(pid, regs, errno, announcement.map(Later::Bind)),
             Decision::ReplaceWithFd(inherited) => {
                 let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
+                let report = announcement.map(Later::Bind);
                 self.replace(pid, regs, t, fd, inherited, cloexec, report)
             }
-            Decision::Allow => self.bind_copy(pid, regs, t, fd, bytes, report),
-            Decision::Rewrite(to) => {
-                self.bind_copy(pid, regs, t, fd, sockaddr::encode(&to).as_bytes(), report)
+            Decision::Allow => {
+                self.bind_copy(pid, regs, t, fd, bytes, announcement.map(Later::Bind))
+            }
+            Decision::Rewrite(targets) => {
+                // The kernel binds after we let the thread go, so only one address
+                // can be tried: the first that is local in the program's network
+                // namespace (a host name's others are for the kernel to refuse).
+                let to = targets
+                    .iter()
+                    .find(|to| crate::diagnose::not_local_hint(pid, to.ip()).is_none())
+                    .unwrap_or(&targets[0]);
+                if let Some(a) = announcement.as_mut() {
+                    a.rewritten_to(*to);
+                }
+                let report = announcement.map(Later::Bind);
+                self.bind_copy(pid, regs, t, fd, sockaddr::encode(to).as_bytes(), report)
             }
         }
     }
@@ -334,19 +369,27 @@ impl Tracer<'_> {
             .find(|(_, ino)| Some(*ino) == inode)
         {
             debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
-            log::emit_simple(pid, Call::Listen, Some(fd), Action::Skipped, Ok(()));
+            let copy = self.watched_copy(pid, fd);
+            let (proto, local) = copy.unwrap_or_default();
+            log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Skipped, Ok(local));
             return self.skip_with(pid, regs, 0, None);
         }
         // Watched, not judged: the event waits for the result.
-        let watched = || match log::events_wanted() {
-            true => Some(Later::Watched {
-                call: Call::Listen,
-                fd,
-            }),
+        let watched = |this: &Self| match log::events_wanted() {
+            true => {
+                let (proto, local) = this.watched_copy(pid, fd).unwrap_or_default();
+                Some(Later::Watched {
+                    call: Call::Listen,
+                    fd,
+                    proto,
+                    local,
+                })
+            }
             false => None,
         };
-        if !self.policy.restricts_wildcard() || !self.has_pidfd_getfd {
-            return Ok(match watched() {
+        if !self.policy.judges_listen() || !self.has_pidfd_getfd {
+            let watched = watched(self);
+            return Ok(match watched {
                 Some(later) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(later)),
                 None => Restart::Continue(0),
             });
@@ -361,17 +404,34 @@ impl Tracer<'_> {
             Ok(socket) => socket,
             Err(e) => return self.skip(pid, regs, e, None),
         };
-        match sidebind::implicit_bind(self.policy, self.limits, pid, fd, &socket) {
+        match sidebind::judge_listen(self.policy, self.limits, pid, fd, &socket) {
             None | Some(Finish::Return(Ok(()))) | Some(Finish::NotIp) => {}
             // Refused; or the inherited socket, which already listens, takes its place.
             Some(other) => return self.finish(pid, regs, t, fd, other),
         }
         let listened = sidebind::listen(&socket, backlog);
-        log::emit_simple(pid, Call::Listen, Some(fd), Action::Allowed, listened);
+        let proto = Some(socket.kind.proto()).filter(|_| socket.is_ip());
+        let local = listened.map(|()| target::local_addr(&socket.sock).ok());
+        log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Allowed, local);
         match listened {
             Ok(()) => self.skip_with(pid, regs, 0, None),
             Err(e) => self.skip(pid, regs, e, None),
         }
+    }
+
+    /// For a listen that is only watched: the socket's protocol and address, from a
+    /// copy of it (5.6+), for the event line.
+    fn watched_copy(
+        &self,
+        pid: Pid,
+        fd: i32,
+    ) -> Option<(Option<crate::rule::Proto>, Option<std::net::SocketAddr>)> {
+        if !self.has_pidfd_getfd || !log::events_wanted() {
+            return None;
+        }
+        let socket = Socket::take(&self.pidfds, pid, fd).ok()?;
+        let proto = Some(socket.kind.proto()).filter(|_| socket.is_ip());
+        Some((proto, target::local_addr(&socket.sock).ok()))
     }
 
     /// Refuses the call the thread is stopped in (EPERM).
@@ -387,6 +447,7 @@ impl Tracer<'_> {
         log::emit_simple(
             pid,
             Call::IoUringSetup,
+            None,
             None,
             Action::Refused,
             Err(Errno::ENOSYS),

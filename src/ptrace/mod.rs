@@ -20,7 +20,7 @@ use nix::unistd::pipe2;
 use crate::arch::Native;
 use crate::exit::Status;
 use crate::filter::{self, Trap, Traps};
-use crate::rule::Policy;
+use crate::policy::Policy;
 use crate::spawn::{self, Program, SpawnError};
 
 /// PTRACE_O_*: follow every thread and child, see exec, and (EXITKILL) take the

@@ -16,7 +16,7 @@ use crate::arch::{Arch, read_regs, write_regs};
 use crate::exit::Status;
 use crate::filter::{Call, Trapped};
 use crate::log::{debug, warn};
-use crate::rule::Policy;
+use crate::policy::Policy;
 use crate::spawn::Child;
 
 type Regs = <Native as Arch>::Regs;
@@ -43,6 +43,10 @@ pub enum Query {
     Domain,
     /// IPV6_V6ONLY: whether an AF_INET6 socket also takes IPv4.
     V6Only,
+    /// SO_TYPE and SO_PROTOCOL, when a rule names a protocol or an inherited socket
+    /// must be of the same kind.
+    Type,
+    Protocol,
 }
 
 impl Query {
@@ -50,6 +54,8 @@ impl Query {
         match self {
             Query::Domain => (libc::SOL_SOCKET, libc::SO_DOMAIN),
             Query::V6Only => (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            Query::Type => (libc::SOL_SOCKET, libc::SO_TYPE),
+            Query::Protocol => (libc::SOL_SOCKET, libc::SO_PROTOCOL),
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct SocketFacts {
     pub fd: i32,
     pub domain: Option<Option<i32>>,
     pub v6only: Option<Option<bool>>,
+    pub sock_type: Option<Option<i32>>,
+    pub protocol: Option<Option<i32>>,
 }
 
 /// A thread stopped in a trapped syscall we are still handling.
@@ -113,7 +121,7 @@ pub enum Outcome {
 
 impl<'p> Tracer<'p> {
     pub fn new(policy: &'p Policy, main: Pid) -> Self {
-        let inherited_inodes = crate::target::inodes_of(&policy.inherited.sockets);
+        let inherited_inodes = crate::target::inodes_of(&policy.inherited.fds());
         Tracer {
             policy,
             ordering: None,
@@ -308,6 +316,8 @@ impl<'p> Tracer<'p> {
             match query {
                 Query::Domain => facts.domain = Some(answer),
                 Query::V6Only => facts.v6only = Some(answer.map(|v| v != 0)),
+                Query::Type => facts.sock_type = Some(answer),
+                Query::Protocol => facts.protocol = Some(answer),
             }
             let mut again = pending.original;
             <Native as Arch>::rewind_to_syscall(&mut again);
