@@ -13,12 +13,16 @@ const EXAMPLES: &str = "\
 Rules (-b, -m, -d) are tried last-given first: put the general policy first and
 override it with later rules. A bind no rule matches goes through unchanged.
 
-MATCH:  :PORT  :FIRST-LAST  IP[:PORT][/PREFIX]  [IPv6][:PORT][/PREFIX]  *
-        (PORT may be *; PREFIX defaults to the whole address)
-ADDR:   IP:PORT  IP or IP:* (keep the port)  [IPv6]:PORT  allow  deny (EPERM)
+MATCH:  [PROTO:] then :PORT  :FIRST-LAST  HOST[:PORT][/PREFIX]  [IPv6][:PORT][/PREFIX]  *
+        (PROTO: tcp udp sctp raw; PORT may be *; PREFIX defaults to the whole address)
+ADDR:   HOST:PORT  HOST or HOST:* (keep the port)  [IPv6]:PORT  allow  deny (EPERM)
         fd=N  replace the socket with inherited descriptor N
-        sd=N  the N-th systemd-activated socket (fd 3+N)   sd=NAME  by LISTEN_FDNAMES
-An IPv4 rule also reaches a dual-stack [::] socket, through ::ffff:a.b.c.d.
+        sd=N  the N-th systemd-activated socket (fd 3+N)
+        sd=NAME  the activated socket of that LISTEN_FDNAMES name, family and type
+HOST is an IPv4 address or a host name (resolved once, from /etc/hosts and DNS).
+A v4-mapped bind is an IPv4 bind; a dual-stack [::] bind meets the IPv4 rules too,
+through ::ffff:a.b.c.d. A port-0 bind keeps port 0 and is judged at listen() unless
+the MATCH names port 0. A rule that cannot apply to a socket is skipped.
 
 Examples:
   force-bind -b 127.0.0.1 python3 -m http.server 8000
@@ -122,7 +126,7 @@ struct Args {
     #[arg(long, conflicts_with = "completions")]
     generate_man: bool,
 
-    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    /// Print the completion script for SHELL and exit
     #[arg(long, value_name = "SHELL")]
     completions: Option<Shell>,
 

@@ -56,24 +56,43 @@ next_port() {
 scenarios() {
     # $@: how to run force-bind with this engine.
     next_port
-    expect "rewrite 0.0.0.0:0 to 127.0.0.4:$p" 0 "^bound 4 127\.0\.0\.4:$p " \
+    expect "rewrite 0.0.0.0:P to 127.0.0.4:$p" 0 "^bound 4 127\.0\.0\.4:$p " \
+        "$@" -b "127.0.0.4:$p" bindprobe --addr 0.0.0.0 --port "$((p + 1000))"
+    expect "a port-0 bind keeps port 0 (address rewritten)" 0 "^bound 4 127\.0\.0\.4:[0-9]+ " \
         "$@" -b "127.0.0.4:$p" bindprobe --addr 0.0.0.0 --port 0
     next_port
     expect "rewrite keeping the port" 0 "^bound 4 127\.0\.0\.5:$p " \
         "$@" -b 127.0.0.5 bindprobe --addr 0.0.0.0 --port "$p"
     next_port
     expect "IPv4 rule reaches a dual-stack [::] socket" 0 "^bound 6 \[::ffff:127\.0\.0\.1\]:$p " \
-        "$@" -b "127.0.0.1:$p" bindprobe --family 6 --addr :: --v6only 0 --port 0
+        "$@" -b "127.0.0.1:$p" bindprobe --family 6 --addr :: --v6only 0 --port "$p"
+    next_port
+    expect "a v4-mapped bind is IPv4: an IPv6 rule leaves it" 0 "^bound 6 \[::ffff:127\.0\.0\.1\]:$p " \
+        "$@" -b "[::1]" bindprobe --family 6 --addr ::ffff:127.0.0.1 --v6only 0 --port "$p"
     next_port
     expect "IPv6 rewrite" 0 "^bound 6 \[::1\]:$p " \
-        "$@" -b "[::1]:$p" bindprobe --family 6 --addr :: --v6only 1 --port 0
+        "$@" -b "[::1]:$p" bindprobe --family 6 --addr :: --v6only 1 --port "$p"
     next_port
     expect "static program rewritten" 0 "^bound 4 127\.0\.0\.4:$p$" \
-        "$@" -b "127.0.0.4:$p" static_bind 127.0.0.1 0
+        "$@" -b "127.0.0.4:$p" static_bind 127.0.0.1 "$p"
+    next_port
     expect "deny every bind (EPERM)" 1 "^error 1 " \
-        "$@" -d bindprobe --port 0
+        "$@" -d bindprobe --port "$p"
     expect "static program denied" 1 "^error 1 " \
-        "$@" -d static_bind 127.0.0.1 0
+        "$@" -d static_bind 127.0.0.1 "$p"
+    expect "deny: a port-0 bind goes through" 0 "^bound 4 127\.0\.0\.1:[0-9]+ " \
+        "$@" -d bindprobe --port 0
+    if [ "$engine_name" != auto-oldkernel ]; then
+        # 5.6+: the port the kernel gave it is judged at listen().
+        expect "deny: a port-0 socket's listen() is judged (EPERM)" 1 "^error 1 .*\(listen\)" \
+            "$@" -d bindprobe --port 0 --listen
+    fi
+    # Host names, from the VM's own /etc/hosts: the first address is not local.
+    next_port
+    expect "host name: the first local address binds" 0 "^bound 4 127\.0\.0\.3:$p " \
+        "$@" -b web.internal bindprobe --addr 0.0.0.0 --port "$p"
+    expect "host name that resolves to nothing: exit 2" 2 "nosuch\.internal" \
+        "$@" -b nosuch.internal bindprobe --port 0
     next_port
     expect "deny, then allow one port" 0 "^bound 4 127\.0\.0\.1:$p " \
         "$@" -d -m ":$p=allow" bindprobe --port "$p"
@@ -102,6 +121,11 @@ scenarios() {
     expect "sd=0 with -L" 0 "^bound 4 127\.0\.0\.1:$a " \
         sd_activate 127.0.0.1 "$a" web "$@" -L -m ":$p=sd=0" bindprobe --port "$p" --listen
 }
+
+# The VM's root is its own: a hosts file for the host-name scenarios (no DNS: no
+# nameserver is configured, so only files answer).
+printf '192.0.2.10 web.internal\n127.0.0.3 web.internal\n::1 web.internal\n' > /etc/hosts
+printf 'hosts: files\n' > /etc/nsswitch.conf
 
 echo "kernel: $(uname -r)"
 force-bind -V | sed 's/^/  /'
