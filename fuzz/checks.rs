@@ -63,7 +63,10 @@ fn same_as_canonical(text: &str, r: &Rule) {
 /// `IP:FIRST-LAST/PREFIX` or `[IPv6]:FIRST-LAST/PREFIX` (`*` for any port). Rules
 /// without host names have one network at most.
 pub fn pattern_text(p: &Pattern) -> String {
-    let proto = p.proto.map(|p| format!("{}:", p.name())).unwrap_or_default();
+    let proto = p
+        .proto
+        .map(|p| format!("{}:", p.name()))
+        .unwrap_or_default();
     let ports = match p.ports {
         Some(r) => format!("{}-{}", r.first, r.last),
         None => "*".into(),
@@ -80,10 +83,7 @@ pub fn pattern_text(p: &Pattern) -> String {
 pub fn action_text(a: &Action) -> String {
     match a {
         Action::Rewrite { ips, port: None } => host(ips[0]),
-        Action::Rewrite {
-            ips,
-            port: Some(p),
-        } => format!("{}:{p}", host(ips[0])),
+        Action::Rewrite { ips, port: Some(p) } => format!("{}:{p}", host(ips[0])),
         Action::Replace(FdRef::Fd(n)) => format!("fd={n}"),
         Action::Replace(FdRef::Systemd(n)) => format!("sd={n}"),
         Action::Replace(FdRef::SystemdName(name)) => format!("sd={name}"),
@@ -207,14 +207,17 @@ pub fn policy_decide(data: &[u8]) {
                 .map_or(addr, |ip| SocketAddr::new(ip.into(), a.port())),
             v4 => v4,
         };
-        let ephemeral = |r: &Rule| {
-            purpose == Purpose::Bind && addr.port() == 0 && !r.pattern.names_port_zero()
-        };
+        let ephemeral =
+            |r: &Rule| purpose == Purpose::Bind && addr.port() == 0 && !r.pattern.names_port_zero();
         let Some(r) = verdict.rule else {
             assert_eq!(verdict.decision, Decision::Allow, "{}", why());
             // Every rule that matched could not be carried out on this socket (no
             // inherited socket is passed here), or leaves a port-0 bind alone.
-            for r in policy.rules.iter().filter(|r| r.pattern.matches(&seen, proto)) {
+            for r in policy
+                .rules
+                .iter()
+                .filter(|r| r.pattern.matches(&seen, proto))
+            {
                 assert!(
                     matches!(r.action, Action::Rewrite { .. } | Action::Replace(_))
                         || (ephemeral(r) && matches!(r.action, Action::Replace(_))),
@@ -249,10 +252,9 @@ pub fn policy_decide(data: &[u8]) {
                     };
                     assert_eq!(to.port(), want_port, "port: {}", why());
                     let ip = match to {
-                        SocketAddr::V6(to6) => to6
-                            .ip()
-                            .to_ipv4_mapped()
-                            .map_or(to.ip(), IpAddr::V4),
+                        SocketAddr::V6(to6) => {
+                            to6.ip().to_ipv4_mapped().map_or(to.ip(), IpAddr::V4)
+                        }
                         to => to.ip(),
                     };
                     assert!(ips.contains(&ip), "{}", why());

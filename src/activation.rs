@@ -67,7 +67,10 @@ pub fn inherited(rules: &[Rule]) -> Inherited {
     }
     candidates.sort_unstable();
     candidates.dedup();
-    let sockets = candidates.into_iter().filter_map(inherited_socket).collect();
+    let sockets = candidates
+        .into_iter()
+        .filter_map(inherited_socket)
+        .collect();
     Inherited {
         sockets,
         systemd_count,

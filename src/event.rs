@@ -137,7 +137,9 @@ impl Event {
             let _ = write!(s, " ({note})");
         }
         match &self.outcome {
-            Outcome::Ok { bound: Some(bound) } if self.call == Call::Listen && self.requested.is_none() => {
+            Outcome::Ok { bound: Some(bound) }
+                if self.call == Call::Listen && self.requested.is_none() =>
+            {
                 let _ = write!(s, ": ok, listening on {bound}");
             }
             Outcome::Ok { bound: Some(bound) } => {

@@ -355,9 +355,8 @@ impl Policy {
         intent: Intent,
         skipped: &mut Option<(&'a Rule, String)>,
     ) -> Option<Verdict<'a>> {
-        let ephemeral = req.purpose == Purpose::Bind
-            && req.addr.port() == 0
-            && !rule.pattern.names_port_zero();
+        let ephemeral =
+            req.purpose == Purpose::Bind && req.addr.port() == 0 && !rule.pattern.names_port_zero();
         let verdict = |decision| {
             Some(Verdict {
                 decision,
@@ -438,13 +437,13 @@ const SOCKET_SCTP: SocketKind = SocketKind {
 /// mapped form on an AF_INET6 socket for an IPv4 bind (mapped, or the 0.0.0.0 of a
 /// dual-stack `[::]`), an IPv6 address only for an IPv6 bind.
 fn target(ip: IpAddr, port: u16, req: &BindRequest, intent: Intent) -> Option<SocketAddr> {
-    let wildcard_dual = matches!(req.addr, SocketAddr::V6(a) if a.ip().is_unspecified())
-        && req.dual_stack;
+    let wildcard_dual =
+        matches!(req.addr, SocketAddr::V6(a) if a.ip().is_unspecified()) && req.dual_stack;
     match (ip, req.addr) {
         (IpAddr::V4(ip), SocketAddr::V4(_)) => Some(SocketAddr::V4(SocketAddrV4::new(ip, port))),
-        (IpAddr::V4(ip), SocketAddr::V6(_)) if intent == Intent::V4 || wildcard_dual => Some(
-            SocketAddr::V6(v4_mapped(SocketAddrV4::new(ip, port))),
-        ),
+        (IpAddr::V4(ip), SocketAddr::V6(_)) if intent == Intent::V4 || wildcard_dual => {
+            Some(SocketAddr::V6(v4_mapped(SocketAddrV4::new(ip, port))))
+        }
         (IpAddr::V6(ip), SocketAddr::V6(_)) if intent == Intent::Native => {
             Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
         }

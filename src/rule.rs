@@ -96,7 +96,10 @@ pub enum Action {
     /// Bind to the first of `ips` (of the socket's family) that the kernel takes, on
     /// `port` or (None) on the port the program asked for. One address, or a host
     /// name's addresses in the resolver's order.
-    Rewrite { ips: Vec<IpAddr>, port: Option<u16> },
+    Rewrite {
+        ips: Vec<IpAddr>,
+        port: Option<u16>,
+    },
     /// Put an inherited socket in place of the program's (dup2) instead of binding.
     Replace(FdRef),
     Allow,
@@ -627,13 +630,25 @@ mod tests {
             (":8000-8099", pattern(None, None, ports(8000, 8099))),
             (":*", pattern(None, None, None)),
             ("*", pattern(None, None, None)),
-            ("0.0.0.0:80/0", pattern(None, nets(&["0.0.0.0/0"]), ports(80, 80))),
-            ("10.1.2.3:80", pattern(None, nets(&["10.1.2.3/32"]), ports(80, 80))),
-            ("10.1.2.3:80/8", pattern(None, nets(&["10.1.2.3/8"]), ports(80, 80))),
+            (
+                "0.0.0.0:80/0",
+                pattern(None, nets(&["0.0.0.0/0"]), ports(80, 80)),
+            ),
+            (
+                "10.1.2.3:80",
+                pattern(None, nets(&["10.1.2.3/32"]), ports(80, 80)),
+            ),
+            (
+                "10.1.2.3:80/8",
+                pattern(None, nets(&["10.1.2.3/8"]), ports(80, 80)),
+            ),
             ("10.1.2.3/8", pattern(None, nets(&["10.1.2.3/8"]), None)),
             ("10.1.2.3", pattern(None, nets(&["10.1.2.3/32"]), None)),
             ("10.1.2.3:*/16", pattern(None, nets(&["10.1.2.3/16"]), None)),
-            ("10.1.2.3:1-2/16", pattern(None, nets(&["10.1.2.3/16"]), ports(1, 2))),
+            (
+                "10.1.2.3:1-2/16",
+                pattern(None, nets(&["10.1.2.3/16"]), ports(1, 2)),
+            ),
             ("[::]:80/0", pattern(None, nets(&["::/0"]), ports(80, 80))),
             ("[::1]:80", pattern(None, nets(&["::1/128"]), ports(80, 80))),
             ("[fd00::1]/8", pattern(None, nets(&["fd00::1/8"]), None)),
@@ -641,14 +656,29 @@ mod tests {
             ("::/0", pattern(None, nets(&["::/0"]), None)),
             ("::1:80", pattern(None, nets(&["::1:80/128"]), None)),
             // v4-mapped MATCHes are the IPv4 networks they map.
-            ("[::ffff:10.0.0.0]/104", pattern(None, nets(&["10.0.0.0/8"]), None)),
-            ("[::ffff:1.2.3.4]:5", pattern(None, nets(&["1.2.3.4/32"]), ports(5, 5))),
-            ("[::ffff:0:0]/95", pattern(None, nets(&["::ffff:0:0/95"]), None)),
+            (
+                "[::ffff:10.0.0.0]/104",
+                pattern(None, nets(&["10.0.0.0/8"]), None),
+            ),
+            (
+                "[::ffff:1.2.3.4]:5",
+                pattern(None, nets(&["1.2.3.4/32"]), ports(5, 5)),
+            ),
+            (
+                "[::ffff:0:0]/95",
+                pattern(None, nets(&["::ffff:0:0/95"]), None),
+            ),
             // Protocols.
             ("tcp::53", pattern(Some(Proto::Tcp), None, ports(53, 53))),
             ("udp:*", pattern(Some(Proto::Udp), None, None)),
-            ("sctp:[::1]:9", pattern(Some(Proto::Sctp), nets(&["::1/128"]), ports(9, 9))),
-            ("raw:10.0.0.0/8", pattern(Some(Proto::Raw), nets(&["10.0.0.0/8"]), None)),
+            (
+                "sctp:[::1]:9",
+                pattern(Some(Proto::Sctp), nets(&["::1/128"]), ports(9, 9)),
+            ),
+            (
+                "raw:10.0.0.0/8",
+                pattern(Some(Proto::Raw), nets(&["10.0.0.0/8"]), None),
+            ),
             // Host names: every address, with the prefix and ports given.
             (
                 "web.internal:80",
@@ -658,9 +688,15 @@ mod tests {
                     ports(80, 80),
                 ),
             ),
-            ("[v6.internal]:1-9/64", pattern(None, nets(&["fd00::4/64"]), ports(1, 9))),
+            (
+                "[v6.internal]:1-9/64",
+                pattern(None, nets(&["fd00::4/64"]), ports(1, 9)),
+            ),
             ("v4.internal", pattern(None, nets(&["127.0.0.4/32"]), None)),
-            ("mapped.internal", pattern(None, nets(&["127.0.0.9/32"]), None)),
+            (
+                "mapped.internal",
+                pattern(None, nets(&["127.0.0.9/32"]), None),
+            ),
         ];
         for (text, want) in cases {
             let rule = parse_match_with(&format!("{text}=allow"), &mut hosts)
@@ -683,7 +719,10 @@ mod tests {
             ("[::ffff:127.0.0.2]:7", rewrite(&["127.0.0.2"], Some(7))),
             ("localhost", rewrite(&["127.0.0.1", "::1"], None)),
             ("localhost:8080", rewrite(&["127.0.0.1", "::1"], Some(8080))),
-            ("[localhost]:8080", rewrite(&["127.0.0.1", "::1"], Some(8080))),
+            (
+                "[localhost]:8080",
+                rewrite(&["127.0.0.1", "::1"], Some(8080)),
+            ),
             ("v4.internal:*", rewrite(&["127.0.0.4"], None)),
             ("fd=4", Action::Replace(FdRef::Fd(4))),
             ("fd-4", Action::Replace(FdRef::Fd(4))),
@@ -716,7 +755,10 @@ mod tests {
         assert_eq!(r.pattern.nets, None);
         assert_eq!(r.action, Action::Replace(FdRef::Systemd(0)));
         let r = parse_bind("tcp:127.0.0.1").unwrap();
-        assert_eq!(r.pattern, pattern(Some(Proto::Tcp), nets(&["0.0.0.0/0"]), None));
+        assert_eq!(
+            r.pattern,
+            pattern(Some(Proto::Tcp), nets(&["0.0.0.0/0"]), None)
+        );
         assert_eq!(r.text, "-b tcp:127.0.0.1");
         // A host name with both families reaches both.
         let r = parse_bind_with("localhost", &mut hosts).unwrap();

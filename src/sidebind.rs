@@ -166,9 +166,14 @@ pub fn bind(
             Err(Errno::EPERM)
         }
         Decision::Allow => bind_checked(limits, pid, sock, bytes, addr, judged_dual_stack),
-        Decision::Rewrite(targets) => {
-            bind_first(limits, pid, sock, targets, judged_dual_stack, &mut announcement)
-        }
+        Decision::Rewrite(targets) => bind_first(
+            limits,
+            pid,
+            sock,
+            targets,
+            judged_dual_stack,
+            &mut announcement,
+        ),
         Decision::Deny(errno) => Err(*errno),
         Decision::ReplaceWithFd(inherited) => {
             match replace(pid, fd, *inherited, (domain, kind.sock_type)) {

@@ -27,7 +27,14 @@ impl Supervisor<'_> {
             crate::log::debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
             let proto = Some(socket.kind.proto());
             let local = crate::target::local_addr(sock).ok();
-            crate::log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Skipped, Ok(local));
+            crate::log::emit_simple(
+                pid,
+                Call::Listen,
+                Some(fd),
+                proto,
+                Action::Skipped,
+                Ok(local),
+            );
             return Ok(Response::Return(0));
         }
         // A socket nobody bound would get 0.0.0.0:0 or [::]:0 from listen itself:

@@ -55,7 +55,9 @@ fn policy(rules: &[&str]) -> Policy {
                 stream(9, libc::AF_INET),
             ],
             systemd_count: 5,
-            systemd_names: ["web", "web", "dns", "dns", "admin"].map(String::from).into(),
+            systemd_names: ["web", "web", "dns", "dns", "admin"]
+                .map(String::from)
+                .into(),
         },
         skip_listen_on_replaced: false,
         allow_io_uring: false,
@@ -305,12 +307,32 @@ fn real_servers_land_where_the_rules_say() {
 #[test]
 fn says_why_a_rule_was_skipped() {
     let cases: &[(&[&str], &str, &str)] = &[
-        (&["-m :80=sd=0"], "tcp [::]:80", "no sd=0 socket is an IPv6 stream socket (fd 3: IPv4 stream)"),
-        (&["-m :80=sd=web"], "udp [::]:80", "no sd=web socket is an IPv6 datagram socket (fd 3: IPv4 stream, fd 4: IPv6 stream)"),
+        (
+            &["-m :80=sd=0"],
+            "tcp [::]:80",
+            "no sd=0 socket is an IPv6 stream socket (fd 3: IPv4 stream)",
+        ),
+        (
+            &["-m :80=sd=web"],
+            "udp [::]:80",
+            "no sd=web socket is an IPv6 datagram socket (fd 3: IPv4 stream, fd 4: IPv6 stream)",
+        ),
         (&["-m :80=fd=12"], "tcp 0.0.0.0:80", "fd=12 was not passed"),
-        (&["-m :80=[::1]"], "tcp 0.0.0.0:80", "an IPv4 bind cannot take its address"),
-        (&["-m :80=127.0.0.1"], "tcp [::]:80", "an IPv6-only socket cannot take its address"),
-        (&["-m :80=127.0.0.1"], "tcp [::2]:80", "an IPv6 bind cannot take its address"),
+        (
+            &["-m :80=[::1]"],
+            "tcp 0.0.0.0:80",
+            "an IPv4 bind cannot take its address",
+        ),
+        (
+            &["-m :80=127.0.0.1"],
+            "tcp [::]:80",
+            "an IPv6-only socket cannot take its address",
+        ),
+        (
+            &["-m :80=127.0.0.1"],
+            "tcp [::2]:80",
+            "an IPv6 bind cannot take its address",
+        ),
     ];
     for (rules, req, why) in cases {
         let p = policy(rules);
@@ -323,7 +345,12 @@ fn says_why_a_rule_was_skipped() {
 
 #[test]
 fn start_up_warnings_for_sockets_not_passed() {
-    let mut p = policy(&["-m :80=sd=wbe", "-m :81=fd=12", "-m :82=sd=9", "-m :83=sd=web"]);
+    let mut p = policy(&[
+        "-m :80=sd=wbe",
+        "-m :81=fd=12",
+        "-m :82=sd=9",
+        "-m :83=sd=web",
+    ]);
     let warnings = p.unpassed_sockets();
     assert_eq!(
         warnings,
@@ -337,7 +364,9 @@ fn start_up_warnings_for_sockets_not_passed() {
     p.rules.truncate(1);
     assert_eq!(
         p.unpassed_sockets(),
-        ["rule '-m :80=sd=wbe': no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind"]
+        [
+            "rule '-m :80=sd=wbe': no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind"
+        ]
     );
 }
 

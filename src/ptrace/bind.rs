@@ -371,7 +371,14 @@ impl Tracer<'_> {
             debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
             let copy = self.watched_copy(pid, fd);
             let (proto, local) = copy.unwrap_or_default();
-            log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Skipped, Ok(local));
+            log::emit_simple(
+                pid,
+                Call::Listen,
+                Some(fd),
+                proto,
+                Action::Skipped,
+                Ok(local),
+            );
             return self.skip_with(pid, regs, 0, None);
         }
         // Watched, not judged: the event waits for the result.

@@ -40,10 +40,10 @@ cargo static --locked --quiet --bin force-bind --example bindprobe
 bin=target/$triple/release
 out=target/vm
 mkdir -p "$out"
-for c in tests/c/static_bind.c tests/c/sd_activate.c "$vm_tools/probe/oldkernel.c"; do
+for c in tests/c/static_bind.c tests/c/sd_activate.c tests/c/sd_activate_multi.c "$vm_tools/probe/oldkernel.c"; do
     gcc -static -O2 -Wall -o "$out/$(basename "$c" .c)" "$c"
 done
-for f in "$bin/force-bind" "$bin/examples/bindprobe" "$out"/static_bind "$out"/sd_activate "$out"/oldkernel; do
+for f in "$bin/force-bind" "$bin/examples/bindprobe" "$out"/static_bind "$out"/sd_activate "$out"/sd_activate_multi "$out"/oldkernel; do
     if ldd "$f" >/dev/null 2>&1 && ! ldd "$f" 2>&1 | grep -q 'statically linked'; then
         echo "tests/vm: $f is dynamically linked; the VM has no shared libraries" >&2
         exit 1
@@ -54,7 +54,7 @@ built=$(date +%s)
 status=0
 "$vm_tools/run-in-vm" -v --kernel "$kernel" --timeout "$timeout" \
     --add "$bin/force-bind" "$bin/examples/bindprobe" \
-    "$out/static_bind" "$out/sd_activate" "$out/oldkernel" \
+    "$out/static_bind" "$out/sd_activate" "$out/sd_activate_multi" "$out/oldkernel" \
     -- tests/vm/scenarios.sh || status=$?
 end=$(date +%s)
 echo "tests/vm: build $((built - start)) s, boot and run $((end - built)) s, exit status $status"

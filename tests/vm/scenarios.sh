@@ -120,6 +120,27 @@ scenarios() {
     next_port
     expect "sd=0 with -L" 0 "^bound 4 127\.0\.0\.1:$a " \
         sd_activate 127.0.0.1 "$a" web "$@" -L -m ":$p=sd=0" bindprobe --port "$p" --listen
+
+    # One name for a socket per family, and for TCP and UDP on one address: each
+    # bind gets the passed socket of its own family and type.
+    next_port
+    a=$p
+    next_port
+    expect "sd=web: the IPv6 bind gets the IPv6 socket" 0 "^bound 6 \[::1\]:$a " \
+        sd_activate_multi --names web:web "tcp:127.0.0.1:$a" "tcp:[::1]:$a" -- \
+        "$@" -L -m ":$p=sd=web" bindprobe --family 6 --addr :: --v6only 1 --port "$p" --listen
+    expect "sd=web: the IPv4 bind gets the IPv4 socket" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate_multi --names web:web "tcp:127.0.0.1:$a" "tcp:[::1]:$a" -- \
+        "$@" -L -m ":$p=sd=web" bindprobe --port "$p" --listen
+    expect "sd=dns: the UDP bind gets the datagram socket" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate_multi --names dns:dns "tcp:127.0.0.1:$a" "udp:127.0.0.1:$a" -- \
+        "$@" -m ":$p=sd=dns" bindprobe --udp --port "$p"
+    expect "udp: MATCH picks sd=1" 0 "^bound 4 127\.0\.0\.1:$a " \
+        sd_activate_multi "tcp:127.0.0.1:$a" "udp:127.0.0.1:$a" -- \
+        "$@" -m "tcp::$p=sd=0" -m "udp::$p=sd=1" bindprobe --udp --port "$p"
+    expect "a socket of another family is skipped, and said so" 0 "skipped: no sd=0 socket is an IPv6 stream" \
+        sd_activate_multi "tcp:127.0.0.1:$a" -- \
+        "$@" -m ":$p=sd=0" bindprobe --family 6 --addr ::1 --port "$p"
 }
 
 # The VM's root is its own: a hosts file for the host-name scenarios (no DNS: no
