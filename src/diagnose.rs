@@ -107,6 +107,18 @@ pub fn holder(pid: Pid, want: SocketAddr, sock_type: Option<i32>) -> Holder {
     }
 }
 
+/// Where TCP socket `inode` of `pid`'s network namespace listens, from
+/// /proc/PID/net/tcp{,6} (a listening socket is in those tables; one that is only
+/// bound is not): for events before Linux 5.6, where there is no copy to ask.
+pub fn listening_addr(pid: Pid, inode: u64) -> Option<SocketAddr> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|text| parse_net_table(&text))
+        .find(|row| row.inode == inode)
+        .map(|row| row.local)
+}
+
 /// The process with a descriptor on socket `inode`: a scan of /proc/*/fd, bounded by
 /// the number of processes and descriptors on the machine.
 fn owner_of_socket(inode: u64) -> Option<(i32, String)> {

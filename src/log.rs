@@ -332,12 +332,14 @@ pub fn emit_simple(
 pub enum Later {
     Bind(Announcement),
     /// A call that needed no judging, only watching; `local`: the socket's address
-    /// before the call, when it was bound.
+    /// before the call, when it was bound; `inode`, to find where it listens when
+    /// there was no copy of the socket to ask (before Linux 5.6).
     Watched {
         call: Call,
         fd: i32,
         proto: Option<Proto>,
         local: Option<SocketAddr>,
+        inode: Option<u64>,
     },
 }
 
@@ -354,14 +356,25 @@ impl Later {
                 fd,
                 proto,
                 local,
-            } => emit_simple(
-                pid,
-                *call,
-                Some(*fd),
-                *proto,
-                Action::Allowed,
-                result.map(|()| *local),
-            ),
+                inode,
+            } => {
+                // A socket in the TCP tables is a TCP one, listening there.
+                let listening = match (local, inode) {
+                    (None, Some(inode)) if result.is_ok() => {
+                        crate::diagnose::listening_addr(pid, *inode)
+                    }
+                    _ => *local,
+                };
+                let proto = proto.or(listening.map(|_| Proto::Tcp));
+                emit_simple(
+                    pid,
+                    *call,
+                    Some(*fd),
+                    proto,
+                    Action::Allowed,
+                    result.map(|()| listening),
+                )
+            }
         }
     }
 }

@@ -80,28 +80,63 @@ impl Socket {
     }
 }
 
-/// Sockets whose port-0 bind a deny rule let through (policy.rs): their listen() is
-/// judged on the port the kernel gave them. By inode, which names one socket for its
-/// whole life; one set for the process, since inodes are the kernel's and every
-/// engine thread serves the same programs. Bounded: when full, such binds are denied.
-static PORT_ZERO_SOCKETS: std::sync::Mutex<std::collections::BTreeSet<u64>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// Sockets whose port-0 bind a deny rule let through (policy.rs), with the address
+/// asked: their listen() is judged on the port the kernel gave them. By inode, which
+/// names one socket for its whole life; one table for the process, since inodes are
+/// the kernel's and every engine thread serves the same programs. Bounded: when
+/// full, such binds are denied.
+static PORT_ZERO_SOCKETS: std::sync::Mutex<std::collections::BTreeMap<u64, SocketAddr>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 const PORT_ZERO_SOCKETS_MAX: usize = 65_536;
+
+fn port_zero_sockets() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<u64, SocketAddr>>
+{
+    PORT_ZERO_SOCKETS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn inode(sock: &OwnedFd) -> Option<u64> {
     nix::sys::stat::fstat(sock).ok().map(|st| st.st_ino)
 }
 
-/// Remembers `sock` as one whose listen() must be judged; false when it cannot be
-/// (the set is full, or the socket cannot be named): the bind is then refused.
-fn remember_port_zero(sock: &OwnedFd) -> bool {
-    let Some(inode) = inode(sock) else {
-        return false;
-    };
-    let mut set = PORT_ZERO_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
-    set.len() < PORT_ZERO_SOCKETS_MAX && {
-        set.insert(inode);
+/// Remembers socket `inode`, bound to `asked` (port 0), as one whose listen() must be
+/// judged; false when it cannot be (the table is full): the bind is then refused.
+pub fn remember_port_zero(inode: u64, asked: SocketAddr) -> bool {
+    let mut table = port_zero_sockets();
+    table.len() < PORT_ZERO_SOCKETS_MAX && {
+        table.insert(inode, asked);
         true
+    }
+}
+
+/// Before Linux 5.6, where the port the kernel gave a socket cannot be read: a
+/// listen() on a remembered socket is judged as the implicit bind of the address
+/// its port-0 bind asked for, on any port (the deny that let the bind through
+/// applies). The errno to fail the listen with, if denied.
+pub fn judge_listen_by_inode(
+    policy: &Policy,
+    pid: Pid,
+    fd: RawFd,
+    inode: u64,
+    kind: SocketKind,
+) -> Option<Errno> {
+    let asked = *port_zero_sockets().get(&inode)?;
+    let verdict = policy.decide(&BindRequest {
+        addr: asked,
+        dual_stack: false,
+        kind,
+        purpose: Purpose::Listen,
+    });
+    match verdict.decision {
+        Decision::Deny(errno) => {
+            if let Some(a) = Announcement::new(pid, Call::Listen, fd, asked, kind, &verdict) {
+                a.emit(Err(errno));
+            }
+            Some(errno)
+        }
+        _ => {
+            port_zero_sockets().remove(&inode);
+            None
+        }
     }
 }
 
@@ -161,7 +196,10 @@ pub fn bind(
     crate::log::warn_skipped(pid, call, fd, addr, *kind, &verdict);
     let mut announcement = Announcement::new(pid, call, fd, addr, *kind, &verdict);
     let result = match &verdict.decision {
-        Decision::Allow if verdict.judge_listen && !remember_port_zero(sock) => {
+        Decision::Allow
+            if verdict.judge_listen
+                && !inode(sock).is_some_and(|i| remember_port_zero(i, addr)) =>
+        {
             warn!("pid {pid}: too many port-0 binds waiting for their listen(); denying");
             Err(Errno::EPERM)
         }
@@ -369,11 +407,7 @@ pub fn judge_listen(
         ));
     }
     let inode = inode(&socket.sock)?;
-    if !PORT_ZERO_SOCKETS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&inode)
-    {
+    if !port_zero_sockets().contains_key(&inode) {
         return None;
     }
     let addr = target::local_addr(&socket.sock).ok()?;
@@ -391,9 +425,6 @@ pub fn judge_listen(
         }
         return Some(Finish::Return(Err(errno)));
     }
-    PORT_ZERO_SOCKETS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&inode);
+    port_zero_sockets().remove(&inode);
     None
 }

@@ -44,6 +44,38 @@ fn served_on_passed_socket(
     (server, listen)
 }
 
+/// Runs `systemd-socket-activate -l 127.0.0.1:P SA_ARGS force-bind FB_ARGS` (the
+/// program in FB_ARGS runs to its end once a connection triggers the activation).
+fn activated(engine: Engine, sa_args: &[&str], fb_args: &[&str]) -> Finished {
+    activated_on(engine, sa_args, fb_args).0
+}
+
+/// `activated`, and the address of the passed socket.
+fn activated_on(engine: Engine, sa_args: &[&str], fb_args: &[&str]) -> (Finished, SocketAddr) {
+    let listen = v4("127.0.0.1", free_port());
+    let proc = Proc::spawn(socket_activate(listen, sa_args, engine, fb_args));
+    assert!(wait_for_listen(listen, WAIT), "{}", proc.context());
+    let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("trigger activation");
+    (proc.finish(WAIT), listen)
+}
+
+/// force-bind's own stderr lines (not systemd-socket-activate's).
+fn force_bind_lines(f: &Finished) -> Vec<&str> {
+    f.stderr
+        .lines()
+        .filter(|l| l.starts_with("force-bind: "))
+        .collect()
+}
+
+/// The program's PID, as bindprobe reports it (`... pid=N`).
+fn probe_pid(f: &Finished) -> i32 {
+    f.stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the probe's output\n{f}"))
+}
+
 engine_tests! {
     fn sd_index_replaces_the_programs_socket(engine: Engine) {
         let q = free_port();
@@ -129,15 +161,108 @@ engine_tests! {
     }
 
     fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) {
-        for target in ["fd=97", "sd=0", "sd=web"] {
+        let no_activation = "no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind";
+        for (target, why) in [
+            ("fd=97", "fd 97 was not passed to force-bind (no open socket there)"),
+            ("sd=0", no_activation),
+            ("sd=web", no_activation),
+        ] {
             let q = free_port();
             let rule = format!(":{q}={target}");
             let port = q.to_string();
+            // At the default verbosity: one start-up line for the rule, and one for
+            // the bind that it could not decide.
+            let f = run(force_bind(engine, &["-m", &rule, bindprobe(), "--port", &port]));
+            f.assert_success();
+            assert_eq!(f.bound(), vec![v4("127.0.0.1", q)], "{f}");
+            let pid = probe_pid(&f);
+            assert_eq!(
+                f.stderr_lines(),
+                vec![
+                    format!("force-bind: warning: rule '-m {rule}': {why}"),
+                    format!("force-bind: warning: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:{q}: rule '-m {rule}' skipped: {target} was not passed; bound as asked"),
+                ],
+                "{f}"
+            );
             let f = run(force_bind(engine, &["-v", "-m", &rule, bindprobe(), "--port", &port]));
             assert_eq!(f.bound(), vec![v4("127.0.0.1", q)], "{f}");
             assert!(f.stderr.contains("not passed"), "{f}");
             f.assert_success();
         }
+    }
+
+    /// A replace rule that cannot be carried out is skipped and the next rule
+    /// decides: `-d -m :Q=sd=0` without activation denies.
+    fn unpassed_socket_leaves_the_bind_to_the_next_rule(engine: Engine) {
+        let q = free_port();
+        let (rule, port) = (format!(":{q}=sd=0"), q.to_string());
+        let f = run(force_bind(engine, &["-d", "-m", &rule, bindprobe(), "--port", &port]));
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+        assert_eq!(
+            f.stderr_lines(),
+            vec![format!("force-bind: warning: rule '-m {rule}': no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind")],
+            "one start-up line; the bind was decided, so no more\n{f}"
+        );
+        let f = run(force_bind(engine, &["-b", "127.0.0.5", "-m", &rule, bindprobe(), "--port", &port]));
+        assert_eq!(f.bound(), vec![v4("127.0.0.5", q)], "{f}");
+    }
+
+    /// sd=NAME with a name that was not passed: the start-up line lists the names
+    /// and suggests the nearest, and the program binds as asked.
+    fn misspelled_socket_name_is_pointed_out(engine: Engine) {
+        let q = free_port();
+        let (rule, port) = (format!(":{q}=sd=wbe"), q.to_string());
+        let f = activated(engine, &["--fdname=web"], &["-m", &rule, bindprobe(), "--port", &port]);
+        f.assert_success();
+        assert_eq!(f.bound(), vec![v4("127.0.0.1", q)], "{f}");
+        let lines = force_bind_lines(&f);
+        let startup = format!("force-bind: warning: rule '-m {rule}': no socket named 'wbe' was passed (LISTEN_FDNAMES=web); did you mean sd=web?");
+        assert_eq!(lines.iter().filter(|l| **l == startup).count(), 1, "{f}");
+        assert_eq!(lines[0], startup, "{f}");
+    }
+
+    /// A port-0 bind is not a service bind: a replace rule whose MATCH does not name
+    /// port 0 leaves it alone, while the program's bind of a real port is replaced.
+    fn port_zero_bind_is_not_replaced_unless_the_match_names_it(engine: Engine) {
+        let q = free_port();
+        let ports = format!("0,{q}");
+        let (f, listen) = activated_on(engine, &[], &["-m", "127.0.0.1=sd=0", bindprobe(), "--port", &ports]);
+        f.assert_success();
+        let bound = f.bound();
+        assert_eq!(bound.len(), 2, "{f}");
+        assert_eq!(bound[0].ip(), listen.ip(), "{f}");
+        assert!(bound[0].port() != 0 && bound[0] != listen, "port 0 bound on its own\n{f}");
+        assert_eq!(bound[1], listen, "the bind of {q} is replaced\n{f}");
+        let (f, listen) = activated_on(engine, &[], &["-m", ":0=sd=0", bindprobe(), "--port", "0"]);
+        assert_eq!(f.bound(), vec![listen], "{f}");
+    }
+
+    /// A passed socket of another family or type is never put in place of the
+    /// program's: the rule is skipped (a warning says why when no other rule
+    /// decides), and the bind goes through as asked or as the next rule says.
+    fn passed_socket_of_another_kind_is_skipped(engine: Engine) {
+        // IPv6 stream bind; the passed socket is IPv4 stream.
+        let q = free_port();
+        let (rule, port) = (format!(":{q}=sd=0"), q.to_string());
+        let args = ["-m", &rule, bindprobe(), "--family", "6", "--addr", "::1", "--port", &port, "--listen"];
+        let f = activated(engine, &[], &args);
+        f.assert_success();
+        assert_eq!(f.bound(), vec![v6("::1", q)], "bound as asked\n{f}");
+        let pid = probe_pid(&f);
+        assert_eq!(
+            force_bind_lines(&f),
+            vec![format!("force-bind: warning: pid {pid} (bindprobe): bind tcp fd 5 [::1]:{q}: rule '-m {rule}' skipped: no sd=0 socket is an IPv6 stream socket (fd 3: IPv4 stream); bound as asked")],
+            "{f}"
+        );
+        assert!(!f.stderr.contains("same kind"), "{f}");
+
+        // IPv4 datagram bind: the next rule decides, without a warning.
+        let f = activated(engine, &[], &["-d", "-m", &rule, bindprobe(), "--udp", "--port", &port]);
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+        assert_eq!(force_bind_lines(&f), Vec::<&str>::new(), "{f}");
+        let f = activated(engine, &[], &["-b", "127.0.0.5", "-m", &rule, bindprobe(), "--udp", "--port", &port]);
+        assert_eq!(f.bound(), vec![v4("127.0.0.5", q)], "{f}");
+        f.assert_success();
     }
 
     fn listen_variables_are_removed_from_the_program(engine: Engine) {

@@ -67,7 +67,9 @@ engine_tests! {
             } else {
                 only_bound_ip(&f, "127.0.0.6");
             }
-            denied(&run(force_bind(engine, &["-d", int80_64(), mode, "127.0.0.1", "0"])));
+            // A real port: -d lets a port-0 bind through (its listen() is judged).
+            let port = free_port().to_string();
+            denied(&run(force_bind(engine, &["-d", int80_64(), mode, "127.0.0.1", &port])));
         }
     }
 
@@ -77,10 +79,11 @@ engine_tests! {
             return;
         };
         only_bound_ip(&run(force_bind(engine, &["-b", "127.0.0.7", glibc32, "0.0.0.0", "0"])), "127.0.0.7");
-        denied(&run(force_bind(engine, &["-d", glibc32, "127.0.0.1", "0"])));
+        let port = free_port().to_string();
+        denied(&run(force_bind(engine, &["-d", glibc32, "127.0.0.1", &port])));
         for mode in ["direct", "socketcall"] {
             only_bound_ip(&run(force_bind(engine, &["-b", "127.0.0.7", int80_32, mode, "0.0.0.0", "0"])), "127.0.0.7");
-            denied(&run(force_bind(engine, &["-d", int80_32, mode, "127.0.0.1", "0"])));
+            denied(&run(force_bind(engine, &["-d", int80_32, mode, "127.0.0.1", &port])));
         }
     }
 
@@ -100,7 +103,8 @@ engine_tests! {
     /// IORING_OP_BIND never passes through seccomp: io_uring is refused unless
     /// asked for, and the program's fallback bind() meets the policy.
     fn io_uring_is_refused_so_binds_stay_visible(engine: Engine) {
-        let f = run(force_bind(engine, &["-v", "-d", uring_bind(), "127.0.0.1", "0"]));
+        let port = free_port().to_string();
+        let f = run(force_bind(engine, &["-v", "-d", uring_bind(), "127.0.0.1", &port]));
         assert!(f.stdout.contains("io_uring error 38"), "ENOSYS expected\n{f}");
         assert!(f.stdout.contains("via bind"), "{f}");
         denied(&f);
@@ -110,9 +114,9 @@ engine_tests! {
         }
         assert!(f.stderr.contains("io_uring_setup: refused: binds through io_uring would bypass the policy"), "{f}");
         // With --allow-io-uring the bypass is real (and this test would see one).
-        let f = run(force_bind(engine, &["--allow-io-uring", "-d", uring_bind(), "127.0.0.1", "0"]));
+        let f = run(force_bind(engine, &["--allow-io-uring", "-d", uring_bind(), "127.0.0.1", &port]));
         assert!(f.stdout.contains("via io_uring"), "{f}");
-        only_bound_ip(&f, "127.0.0.1");
+        assert_eq!(f.bound(), vec![v4("127.0.0.1", port.parse().unwrap())], "{f}");
     }
 
     /// listen() on a socket nobody bound binds it to 0.0.0.0 (or [::]) on an
@@ -162,8 +166,12 @@ engine_tests! {
 
     /// The C force-bind's listed race: one thread binds an allowed address while
     /// another swaps in a denied one. Every engine binds the bytes it checked.
+    /// bindrace binds port 0, so the deny names port 0 (`-d` alone lets it through).
     fn the_sockaddr_race_never_wins(engine: Engine) {
-        let f = run(force_bind(engine, &["-d", "-m", "127.0.0.1=allow", bindrace(), "127.0.0.1", "127.0.0.2", "20000"]));
+        let f = run(force_bind(engine, &[
+            "-d", "-m", ":0=deny", "-m", "127.0.0.1=allow",
+            bindrace(), "127.0.0.1", "127.0.0.2", "20000",
+        ]));
         let line = f.stdout.lines().find(|l| l.starts_with("binds ")).unwrap_or_else(|| panic!("{f}"));
         let n: Vec<u32> = line.split_whitespace().skip(1).step_by(2).map(|v| v.parse().unwrap()).collect();
         let (binds, asked, swapped, other, errors) = (n[0], n[1], n[2], n[3], n[4]);

@@ -27,7 +27,7 @@ fn help_mentions_examples() {
     let f = run(force_bind_plain(&["-h"]));
     f.assert_success();
     assert!(f.stdout.to_lowercase().contains("example"), "{f}");
-    for opt in ["-b", "-m", "-d", "-p"] {
+    for opt in ["-b", "-m", "-d", "-p", "--generate-man", "--completions"] {
         assert!(f.stdout.contains(opt), "help lacks {opt}\n{f}");
     }
 }
@@ -51,9 +51,37 @@ fn more_bad_rules() {
         (&["-m", "127.0.0.1:80/33=allow", "true"], "/33"),
         (&["-b", "[::1", "true"], "[::1"),
         (&["-m", ":80=fd=x", "true"], "fd=x"),
+        (&["-m", ":80=sd=-1", "true"], "sd=-1"),
     ] {
         assert_usage_error(args, bad);
     }
+}
+
+#[test]
+fn rules_that_can_never_apply_are_bad_rules() {
+    // An IPv6-only MATCH rewritten to IPv4, and an IPv4-only one rewritten to IPv6:
+    // no bind could ever take the address, so the rule is refused up front.
+    assert_usage_error(&["-m", "[::1]:80=127.0.0.1", "true"], "[::1]:80=127.0.0.1");
+    assert_usage_error(
+        &["-m", "0.0.0.0:80/0=[::1]:8080", "true"],
+        "0.0.0.0:80/0=[::1]:8080",
+    );
+    // Their working counterparts are accepted.
+    for rule in [
+        "[::]:80/0=127.0.0.1",
+        "0.0.0.0:80/0=127.0.0.1:8080",
+        "[::1]:80=[::1]:8080",
+    ] {
+        run(force_bind_plain(&["-m", rule, "true"])).assert_success();
+    }
+}
+
+#[test]
+fn unknown_action_suggests_the_nearest() {
+    assert_usage_error(
+        &["-m", ":80=alow", "true"],
+        "':80=alow': unknown action 'alow' (did you mean 'allow'?)",
+    );
 }
 
 #[test]
@@ -80,8 +108,10 @@ engine_tests! {
         let f = run(force_bind(engine, &["sh", "-c", "echo $0 $1; exit 3", "-d", "-b"]));
         assert_eq!(f.code(), Some(3), "{f}");
         assert_eq!(f.stdout, "-d -b\n", "{f}");
-        // And an option-looking argument of the probe reaches the probe.
-        let f = run(force_bind(engine, &["-d", bindprobe(), "--port", "0"]));
+        // And an option-looking argument of the probe reaches the probe (a real
+        // port: -d lets a port-0 bind through).
+        let p = free_port().to_string();
+        let f = run(force_bind(engine, &["-d", bindprobe(), "--port", &p]));
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
     }
 

@@ -49,13 +49,50 @@ engine_tests! {
         );
     }
 
-    fn deny_covers_ipv6_udp_and_port_zero(engine: Engine) {
-        let f = probe(engine, &["-d"], &["--family", "6", "--addr", "::1", "--port", "0"]);
+    fn deny_covers_ipv6_udp_and_threads(engine: Engine) {
+        let p = free_port();
+        let port = p.to_string();
+        let f = probe(engine, &["-d"], &["--family", "6", "--addr", "::1", "--port", &port]);
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
-        let f = probe(engine, &["-d"], &["--udp", "--port", "0"]);
+        let f = probe(engine, &["-d"], &["--udp", "--port", &port]);
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
-        let f = probe(engine, &["-d"], &["--port", "0", "--threads", "4"]);
+        let f = probe(engine, &["-d"], &["--port", &port, "--threads", "4"]);
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM); 4], "{f}");
+        let on_port: Vec<_> = [Proto::Tcp, Proto::Udp]
+            .into_iter()
+            .flat_map(sockets)
+            .filter(|s| s.addr.port() == p)
+            .collect();
+        assert_eq!(on_port, vec![], "nothing was bound on {p}");
+    }
+
+    fn deny_lets_port_zero_bind_and_refuses_its_listen(engine: Engine) {
+        // A port-0 bind is no service bind: -d lets it through, and its listen() is
+        // judged on the port the kernel gave it, which -d denies.
+        for family in [&["--addr", "127.0.0.1"][..], &["--family", "6", "--addr", "::1"]] {
+            let mut args = family.to_vec();
+            args.extend(["--port", "0", "--listen"]);
+            let f = probe(engine, &["-d"], &args);
+            let probe = f.probe();
+            let [Probe::Bound(a), Probe::Error(libc::EPERM)] = probe.as_slice() else {
+                panic!("want a bound port-0 socket whose listen fails with EPERM\n{f}");
+            };
+            assert_eq!(a.ip().to_string(), family[family.len() - 1], "{f}");
+            assert_ne!(a.port(), 0, "{f}");
+            assert!(f.stdout.contains("(listen)"), "{f}");
+            assert_eq!(f.code(), Some(1), "{f}");
+        }
+        // Without listen() (UDP), it stays a plain port-0 bind.
+        let f = probe(engine, &["-d"], &["--udp", "--port", "0"]);
+        let a = single_bound(&f);
+        assert_eq!((a.ip(), a.port() != 0), (v4("127.0.0.1", 0).ip(), true), "{f}");
+        f.assert_success();
+        // A MATCH that names port 0 denies the bind itself.
+        for rules in [&["-m", ":0=deny"][..], &["-d", "-m", "127.0.0.1:0=deny"]] {
+            let f = probe(engine, rules, &["--port", "0", "--listen"]);
+            assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{rules:?}\n{f}");
+            assert!(f.stdout.contains("(bind)"), "{f}");
+        }
     }
 
     fn unix_socket_bind_is_never_touched(engine: Engine) {

@@ -195,9 +195,11 @@ engine_tests! {
             eprintln!("SKIPPED: needs root (to drop to nobody) and port 99 privileged (start {start})");
             return;
         }
+        // A real port: a port-0 bind would keep port 0 under the rule.
+        let port = free_port().to_string();
         let f = run(force_bind(engine, &[
             "-b", "127.0.0.2:99", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            "--inh-caps=-all", bindprobe(), "--addr", "127.0.0.1", "--port", "0",
+            "--inh-caps=-all", bindprobe(), "--addr", "127.0.0.1", "--port", &port,
         ]));
         assert!(f.stdout.contains("error 13 "), "EACCES expected\n{f}");
         assert!(f.bound().is_empty(), "{f}");

@@ -39,9 +39,11 @@ fn count(c: &[(String, u64)], key: &str) -> u64 {
 
 engine_tests! {
     /// bind(T) while another thread dup2()s an AF_UNIX and an AF_INET socket onto T
-    /// in turn: under -d no inet socket may ever get bound.
+    /// in turn: under a deny no inet socket may ever get bound. The attack binds
+    /// port 0 (an escape shows as a port), which a deny covers only when its MATCH
+    /// names port 0.
     fn swapping_the_descriptor_never_binds(engine: Engine) {
-        let f = run(force_bind(engine, &["-d", attack("swap"), "1"]));
+        let f = run(force_bind(engine, &["-d", "-m", ":0=deny", attack("swap"), "1"]));
         let c = counts(&f, "tries");
         assert!(count(&c, "tries") > 100, "the race did not run\n{f}");
         assert_eq!(count(&c, "escapes"), 0, "{f}");
@@ -58,9 +60,10 @@ engine_tests! {
     }
 
     /// A filter of the program's own that returns SECCOMP_RET_TRACE with data 0 for
-    /// bind must not make the ptrace engine let the bind through.
+    /// bind must not make the ptrace engine let the bind through (a bind of
+    /// 127.0.0.1:0, so the deny names port 0).
     fn a_forged_trace_code_changes_nothing(engine: Engine) {
-        let f = run(force_bind(engine, &["-d", attack("forge")]));
+        let f = run(force_bind(engine, &["-d", "-m", ":0=deny", attack("forge")]));
         let bind = f.stdout.lines().find(|l| l.starts_with("bind:")).unwrap_or_else(|| panic!("{f}"));
         assert!(bind.starts_with("bind: -1 "), "the bind escaped -d\n{f}");
     }

@@ -19,10 +19,101 @@ fn probe_pid(f: &Finished) -> i32 {
 
 /// The event lines force-bind wrote (stderr), without the engine choice line.
 fn event_lines(f: &Finished) -> Vec<String> {
-    f.stderr
-        .lines()
+    event_lines_of(&f.stderr)
+}
+
+fn event_lines_of(text: &str) -> Vec<String> {
+    text.lines()
         .filter(|l| !l.contains("engine:") && !l.contains("warning"))
         .map(str::to_string)
+        .collect()
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time with microseconds
+/// (`2026-12-01T09:30:00.123456Z`), None when `t` is not exactly that form.
+fn rfc3339_utc_micros(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = t.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() != 27
+        || [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ]
+        .iter()
+        .any(|&(i, c)| b[i] != c)
+    {
+        return None;
+    }
+    let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hh, mm, ss) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    digits(20..26)?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), proleptic Gregorian calendar.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Checks that `time` is an RFC 3339 UTC time with microseconds, and now (so UTC,
+/// not local time).
+fn assert_now_utc(time: &str, context: &str) {
+    let Some(secs) = rfc3339_utc_micros(time) else {
+        panic!("{time:?} is not an RFC 3339 UTC time with microseconds\n{context}");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - secs).abs() < 120,
+        "{time} is not now (UTC)\n{context}"
+    );
+}
+
+/// A JSON event without its leading `"time":"…Z",` member (checked to be now, in
+/// UTC): `{"event":…}`.
+fn untimed_json(line: &str, context: &str) -> String {
+    let rest = line
+        .strip_prefix(r#"{"time":""#)
+        .unwrap_or_else(|| panic!("JSON event does not start with \"time\": {line}\n{context}"));
+    let (time, rest) = rest
+        .split_once(r#"","#)
+        .unwrap_or_else(|| panic!("no time in {line}\n{context}"));
+    assert_now_utc(time, context);
+    format!("{{{rest}")
+}
+
+/// A `--log` text line without its leading time (checked to be now, in UTC).
+fn untimed_text(line: &str, context: &str) -> String {
+    let (time, rest) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no time in {line:?}\n{context}"));
+    assert_now_utc(time, context);
+    rest.to_string()
+}
+
+/// The JSON event lines of a run, each without its time.
+fn json_events(f: &Finished) -> Vec<String> {
+    let context = f.to_string();
+    event_lines(f)
+        .iter()
+        .map(|l| untimed_json(l, &context))
         .collect()
 }
 
@@ -34,46 +125,101 @@ fn with<'a>(options: &[&'a str], program: Vec<&'a str>) -> Vec<&'a str> {
     options.iter().copied().chain(program).collect()
 }
 
+#[test]
+fn time_pattern_accepts_only_rfc3339_utc_with_microseconds() {
+    assert_eq!(rfc3339_utc_micros("1970-01-01T00:00:00.000000Z"), Some(0));
+    assert_eq!(
+        rfc3339_utc_micros("2026-12-01T09:30:00.123456Z"),
+        Some(1_796_117_400)
+    );
+    assert_eq!(
+        rfc3339_utc_micros("2000-02-29T23:59:59.999999Z"),
+        Some(951_868_799)
+    );
+    for bad in [
+        "2026-12-01T09:30:00Z",
+        "2026-12-01T09:30:00.123Z",
+        "2026-12-01 09:30:00.123456Z",
+        "2026-12-01T09:30:00.123456+00:00",
+        "2026-13-01T09:30:00.123456Z",
+        "2026-12-01T09:30:00.12345xZ",
+    ] {
+        assert_eq!(rfc3339_utc_micros(bad), None, "{bad}");
+    }
+}
+
 engine_tests! {
     fn rewritten_bind_line_and_json(engine: Engine) {
-        let q = free_port().to_string();
+        let (p, q) = (free_port().to_string(), free_port().to_string());
         let rule = format!("127.0.0.2:{q}");
-        let f = run(force_bind(engine, &with(&["-v", "-b", &rule], probe("0.0.0.0", "0"))));
+        let f = run(force_bind(engine, &with(&["-v", "-b", &rule], probe("0.0.0.0", &p))));
         f.assert_success();
         let pid = probe_pid(&f);
         assert_eq!(
             event_lines(&f),
             vec![format!(
-                "force-bind: pid {pid} (bindprobe): bind fd 4 0.0.0.0:0: rewritten to 127.0.0.2:{q} by '-b {rule}': ok, bound 127.0.0.2:{q}"
+                "force-bind: pid {pid} (bindprobe): bind tcp fd 4 0.0.0.0:{p}: rewritten to 127.0.0.2:{q} by '-b {rule}': ok, bound 127.0.0.2:{q}"
             )],
             "{f}"
         );
-        let f = run(force_bind(engine, &with(&["--json", "-b", &rule], probe("0.0.0.0", "0"))));
+        let f = run(force_bind(engine, &with(&["--json", "-b", &rule], probe("0.0.0.0", &p))));
         let pid = probe_pid(&f);
         assert_eq!(
-            event_lines(&f),
+            json_events(&f),
             vec![format!(
-                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"family":"ipv4","address":"0.0.0.0:0","rule":"-b {rule}","action":"rewritten","to":"127.0.0.2:{q}","result":"ok","bound":"127.0.0.2:{q}"}}"#
+                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","family":"ipv4","address":"0.0.0.0:{p}","rule":"-b {rule}","action":"rewritten","to":"127.0.0.2:{q}","result":"ok","bound":"127.0.0.2:{q}"}}"#
             )],
             "{f}"
         );
     }
 
     fn denied_bind_line_and_json(engine: Engine) {
-        let f = run(force_bind(engine, &with(&["-v", "-d"], probe("127.0.0.1", "0"))));
+        let p = free_port().to_string();
+        let f = run(force_bind(engine, &with(&["-v", "-d"], probe("127.0.0.1", &p))));
         let pid = probe_pid(&f);
         assert_eq!(
             event_lines(&f),
-            vec![format!("force-bind: pid {pid} (bindprobe): bind fd 4 127.0.0.1:0: denied by '-d': failed: EPERM (Operation not permitted)")],
+            vec![format!("force-bind: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:{p}: denied by '-d': failed: EPERM (Operation not permitted)")],
             "{f}"
         );
-        let f = run(force_bind(engine, &with(&["--json", "-d"], probe("127.0.0.1", "0"))));
+        let f = run(force_bind(engine, &with(&["--json", "-d"], probe("127.0.0.1", &p))));
         let pid = probe_pid(&f);
         assert_eq!(
-            event_lines(&f),
+            json_events(&f),
             vec![format!(
-                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"family":"ipv4","address":"127.0.0.1:0","rule":"-d","action":"denied","result":"error","errno":"EPERM","error":"Operation not permitted"}}"#
+                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","family":"ipv4","address":"127.0.0.1:{p}","rule":"-d","action":"denied","result":"error","errno":"EPERM","error":"Operation not permitted"}}"#
             )],
+            "{f}"
+        );
+    }
+
+    /// A port-0 bind under -d goes through; its listen() is judged on the port the
+    /// kernel gave it, and denied.
+    fn port_zero_under_deny_is_judged_at_listen(engine: Engine) {
+        let args = with(&["-v", "-d"], {
+            let mut p = probe("127.0.0.1", "0");
+            p.push("--listen");
+            p
+        });
+        let f = run(force_bind(engine, &args));
+        let pid = probe_pid(&f);
+        let probe = f.probe();
+        let [Probe::Bound(got), Probe::Error(libc::EPERM)] = probe.as_slice() else {
+            panic!("want a bound port-0 socket whose listen fails with EPERM\n{f}");
+        };
+        assert_ne!(got.port(), 0, "{f}");
+        // Before 5.6 (no copy of the socket) the port the kernel gave cannot be read:
+        // the listen is judged as the address the bind asked for, on any port.
+        let (bound, listened) = match engine {
+            Engine::OldKernel => (String::new(), "127.0.0.1:0".to_string()),
+            _ => (format!(", bound {got}"), got.to_string()),
+        };
+        assert_eq!(
+            event_lines(&f),
+            vec![
+                format!("force-bind: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:0: allowed by '-d' (port 0: its listen() is judged on the port the kernel gives it): ok{bound}"),
+                format!("force-bind: pid {pid} (bindprobe): listen tcp fd 4 {listened}: denied by '-d': failed: EPERM (Operation not permitted)"),
+            ],
             "{f}"
         );
     }
@@ -82,22 +228,34 @@ engine_tests! {
     /// without -v, and nothing is changed.
     fn no_rule_only_watches(engine: Engine) {
         let q = free_port().to_string();
-        let f = run(force_bind(engine, &with(&[], {
+        let program = || {
             let mut p = probe("127.0.0.1", &q);
             p.push("--listen");
             p
-        })));
+        };
+        let f = run(force_bind(engine, &program()));
         f.assert_success();
         let pid = probe_pid(&f);
         assert_eq!(
             event_lines(&f),
             vec![
-                format!("force-bind: pid {pid} (bindprobe): bind fd 4 127.0.0.1:{q}: allowed (no rule matched): ok, bound 127.0.0.1:{q}"),
-                format!("force-bind: pid {pid} (bindprobe): listen fd 4: allowed (no rule matched): ok"),
+                format!("force-bind: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:{q}: allowed (no rule matched): ok, bound 127.0.0.1:{q}"),
+                format!("force-bind: pid {pid} (bindprobe): listen tcp fd 4: ok, listening on 127.0.0.1:{q}"),
             ],
             "{f}"
         );
         assert_eq!(f.bound(), vec![v4("127.0.0.1", q.parse().unwrap())]);
+        let f = run(force_bind(engine, &with(&["--json"], program())));
+        f.assert_success();
+        let pid = probe_pid(&f);
+        assert_eq!(
+            json_events(&f),
+            vec![
+                format!(r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","family":"ipv4","address":"127.0.0.1:{q}","rule":null,"action":"allowed","result":"ok","bound":"127.0.0.1:{q}"}}"#),
+                format!(r#"{{"event":"listen","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","rule":null,"action":"allowed","result":"ok","bound":"127.0.0.1:{q}"}}"#),
+            ],
+            "{f}"
+        );
     }
 
     /// EADDRINUSE names the process that holds the address.
@@ -112,13 +270,19 @@ engine_tests! {
         assert_eq!(
             event_lines(&f),
             vec![format!(
-                "force-bind: pid {pid} (bindprobe): bind fd 4 127.0.0.1:{port}: allowed by '-m {allow}': failed: EADDRINUSE (Address already in use), held by pid {me} ({me_comm})"
+                "force-bind: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:{port}: allowed by '-m {allow}': failed: EADDRINUSE (Address already in use), held by pid {me} ({me_comm})"
             )],
             "{f}"
         );
         let f = run(force_bind(engine, &with(&["--json", "-m", &allow], probe("127.0.0.1", &port))));
-        let line = event_lines(&f).join("\n");
-        assert!(line.ends_with(&format!(r#""errno":"EADDRINUSE","error":"Address already in use","holder":{{"pid":{me},"comm":"{me_comm}"}}}}"#)), "{f}");
+        let pid = probe_pid(&f);
+        assert_eq!(
+            json_events(&f),
+            vec![format!(
+                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","family":"ipv4","address":"127.0.0.1:{port}","rule":"-m {allow}","action":"allowed","result":"error","errno":"EADDRINUSE","error":"Address already in use","holder":{{"pid":{me},"comm":"{me_comm}"}}}}"#
+            )],
+            "{f}"
+        );
         drop(held);
     }
 
@@ -130,23 +294,61 @@ engine_tests! {
         assert_eq!(
             event_lines(&f),
             vec![format!(
-                "force-bind: pid {pid} (bindprobe): bind fd 4 192.0.2.1:0: allowed by '-m 192.0.2.1=allow': failed: EADDRNOTAVAIL (Cannot assign requested address); hint: 192.0.2.1 is not an address of any local interface (see `ip address`); IP_FREEBIND would allow it"
+                "force-bind: pid {pid} (bindprobe): bind tcp fd 4 192.0.2.1:0: allowed by '-m 192.0.2.1=allow': failed: EADDRNOTAVAIL (Cannot assign requested address); hint: 192.0.2.1 is not an address of any local interface (see `ip address`); IP_FREEBIND would allow it"
             )],
             "{f}"
         );
     }
 
-    /// -q says nothing but fatal errors; --log sends events to a file instead.
+    /// -q says nothing but fatal errors; --log sends events to a file instead, each
+    /// line (text or JSON) stamped with the time.
     fn quiet_and_log_file(engine: Engine) {
-        let f = run(force_bind(engine, &with(&["-q", "-d"], probe("127.0.0.1", "0"))));
+        let p = free_port().to_string();
+        let f = run(force_bind(engine, &with(&["-q", "-d"], probe("127.0.0.1", &p))));
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
         assert_eq!(f.stderr, "", "{f}");
+
         let log = tmp_path("events.log");
         let log_s = log.to_str().unwrap();
-        let f = run(force_bind(engine, &with(&["--json", "--log", log_s, "-d"], probe("127.0.0.1", "0"))));
+        let f = run(force_bind(engine, &with(&["--json", "--log", log_s, "-d"], probe("127.0.0.1", &p))));
         assert!(event_lines(&f).is_empty(), "{f}");
+        let pid = probe_pid(&f);
         let written = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(written.lines().count(), 1, "{written}");
-        assert!(written.contains(r#""action":"denied""#), "{written}");
+        let context = format!("{f}\n--- {log_s} ---\n{written}");
+        let lines: Vec<String> = written.lines().map(|l| untimed_json(l, &context)).collect();
+        assert_eq!(
+            lines,
+            vec![format!(
+                r#"{{"event":"bind","pid":{pid},"comm":"bindprobe","fd":4,"proto":"tcp","family":"ipv4","address":"127.0.0.1:{p}","rule":"-d","action":"denied","result":"error","errno":"EPERM","error":"Operation not permitted"}}"#
+            )],
+            "{context}"
+        );
+        let _ = std::fs::remove_file(&log);
+
+        // Text lines, appended to what is there.
+        std::fs::write(&log, "kept\n").unwrap();
+        let mut program = probe("127.0.0.1", &p);
+        program.push("--listen");
+        let f = run(force_bind(engine, &with(&["--log", log_s], program)));
+        f.assert_success();
+        assert!(event_lines(&f).is_empty(), "{f}");
+        let pid = probe_pid(&f);
+        let written = std::fs::read_to_string(&log).unwrap();
+        let context = format!("{f}\n--- {log_s} ---\n{written}");
+        let mut lines = written.lines();
+        assert_eq!(lines.next(), Some("kept"), "{context}");
+        let lines: Vec<String> = event_lines_of(&lines.collect::<Vec<_>>().join("\n"))
+            .iter()
+            .map(|l| untimed_text(l, &context))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("force-bind: pid {pid} (bindprobe): bind tcp fd 4 127.0.0.1:{p}: allowed (no rule matched): ok, bound 127.0.0.1:{p}"),
+                format!("force-bind: pid {pid} (bindprobe): listen tcp fd 4: ok, listening on 127.0.0.1:{p}"),
+            ],
+            "{context}"
+        );
         let _ = std::fs::remove_file(&log);
     }
 }

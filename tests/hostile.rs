@@ -5,7 +5,8 @@
 //!
 //! Every case is first run without force-bind and checked against the table below,
 //! so the table documents what the kernel does; then under each engine with a rule
-//! that rewrites every bind, and with `-d`.
+//! that rewrites every bind, with `-d -m :0=deny` (every case binds port 0, which
+//! `-d` alone lets through), and with `-d` alone.
 
 mod common;
 
@@ -17,8 +18,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     /// Succeeds natively. Rewrite: succeeds, on the rule's address of the socket's
-    /// family. `-d`: EPERM.
+    /// family. Deny: EPERM.
     Valid,
+    /// Succeeds natively, and binds IPv4 on an AF_INET6 socket (a v4-mapped
+    /// address). Rewrite: succeeds, on the IPv4 rule's address in mapped form (an
+    /// IPv6 rule never takes it). Deny: EPERM.
+    Mapped,
     /// The kernel rejects it by its arguments alone (bad pointer, bad length, bad or
     /// non-socket fd, a family the socket cannot take): nothing gets bound whatever
     /// the policy says, so the target must get the kernel's errno under both rules.
@@ -27,11 +32,11 @@ enum Kind {
     /// (EFAULT), then the protocol checks length and family (EINVAL, EAFNOSUPPORT).
     Args(i32),
     /// Fails natively for a reason a rewrite takes away (the address is not on this
-    /// host). Rewrite: succeeds on the rule's address. `-d`: EPERM.
+    /// host). Rewrite: succeeds on the rule's address. Deny: EPERM.
     Address(i32),
     /// Fails natively because of the socket's state (already bound). Rewrite: the
     /// same errno (the first bind was rewritten, the socket is bound all the same).
-    /// `-d`: EPERM (the first bind was denied, so the second is a valid request).
+    /// Deny: EPERM (the first bind was denied, so the second is a valid request).
     State(i32),
 }
 
@@ -95,7 +100,7 @@ const CASES: &[(&str, u8, Kind)] = &[
     ("v4_on_v6_len28", 6, Args(EAFNOSUPPORT)),
     ("v6_on_v4_len28", 4, Args(EAFNOSUPPORT)),
     ("v6_on_v4_len16", 4, Args(EAFNOSUPPORT)),
-    ("v4mapped_on_v6", 6, Valid),
+    ("v4mapped_on_v6", 6, Mapped),
     ("v4_on_unix", 0, Args(EINVAL)),
     ("v4_nonlocal", 4, Address(EADDRNOTAVAIL)),
     // Descriptors.
@@ -125,8 +130,15 @@ const CASES: &[(&str, u8, Kind)] = &[
 /// The exit status hostile_bind gives, so force-bind's own cannot pass for it.
 const TARGET_STATUS: i32 = 7;
 
-const REWRITE: &[&str] = &["-b", "127.0.0.1:0", "-b", "[::1]:0"];
-const DENY: &[&str] = &["-d"];
+/// Every case binds port 0. The IPv4 address is not the one the cases ask for
+/// (127.0.0.1), so a case that is not rewritten shows.
+const REWRITE: &[&str] = &["-b", "127.0.0.5:0", "-b", "[::1]:0"];
+const REWRITE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+/// A port-0 bind is no service bind to `-d` alone: the MATCH must name port 0.
+const DENY: &[&str] = &["-d", "-m", ":0=deny"];
+/// `-d` alone lets port-0 binds through (their listen() is judged instead): every
+/// case gets what it gets natively.
+const DENY_LISTEN: &[&str] = &["-d"];
 
 fn hostile_bind() -> &'static str {
     c_program("hostile_bind", &["-pthread"])
@@ -154,17 +166,19 @@ fn ip_of(addr: &str) -> Option<IpAddr> {
     addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
-/// What `case` must get under `rule`; None means "success on this address".
+/// What `case` must get under `rule` (REWRITE or DENY): Ok(the address it is bound
+/// on) or Err(errno).
 fn expected(kind: Kind, family: u8, rule: &[&str]) -> Result<IpAddr, i32> {
-    let loopback: IpAddr = match family {
+    let rewritten: IpAddr = match family {
         6 => Ipv6Addr::LOCALHOST.into(),
-        _ => Ipv4Addr::LOCALHOST.into(),
+        _ => REWRITE_V4.into(),
     };
     let deny = rule == DENY;
     match kind {
         Args(errno) => Err(errno),
-        Valid | Address(_) if deny => Err(EPERM),
-        Valid | Address(_) => Ok(loopback),
+        Valid | Mapped | Address(_) if deny => Err(EPERM),
+        Valid | Address(_) => Ok(rewritten),
+        Mapped => Ok(REWRITE_V4.to_ipv6_mapped().into()),
         State(_) if deny => Err(EPERM),
         State(errno) => Err(errno),
     }
@@ -187,7 +201,7 @@ fn the_table_is_what_the_kernel_does() {
     let mut wrong = Vec::new();
     for &(name, _, kind) in CASES {
         let ok = match (kind, got.get(name)) {
-            (Valid, Some(Ok(_))) => true,
+            (Valid | Mapped, Some(Ok(_))) => true,
             (Args(e) | Address(e) | State(e), Some(Err(g))) => e == *g,
             _ => false,
         };
@@ -206,7 +220,21 @@ fn the_table_is_what_the_kernel_does() {
     assert!(wrong.is_empty(), "\n{}\n{f}", wrong.join("\n"));
 }
 
+/// What every case gets without force-bind: Ok(address) or Err(errno).
+fn native() -> BTreeMap<String, Result<IpAddr, i32>> {
+    let f = run(command(hostile_bind(), &["cases"]));
+    assert_eq!(f.code(), Some(TARGET_STATUS), "{f}");
+    outcomes(&f)
+        .into_iter()
+        .map(|(name, o)| {
+            let o = o.map(|addr| ip_of(&addr).unwrap_or_else(|| panic!("{addr}\n{f}")));
+            (name, o)
+        })
+        .collect()
+}
+
 fn check_cases(engine: Engine, rule: &[&str]) {
+    let native = (rule == DENY_LISTEN).then(native);
     let mut args = rule.to_vec();
     args.extend([hostile_bind(), "cases"]);
     let f = run(force_bind(engine, &args));
@@ -219,7 +247,10 @@ fn check_cases(engine: Engine, rule: &[&str]) {
     let got = outcomes(&f);
     let mut wrong = Vec::new();
     for &(name, family, kind) in CASES {
-        let want = expected(kind, family, rule);
+        let want = match &native {
+            Some(native) => native[name],
+            None => expected(kind, family, rule),
+        };
         let ok = match (&want, got.get(name)) {
             (Ok(ip), Some(Ok(addr))) => ip_of(addr) == Some(*ip),
             (Err(e), Some(Err(g))) => e == g,
@@ -271,10 +302,16 @@ engine_tests! {
         check_cases(engine, REWRITE);
     }
 
-    /// `-d`: every request the kernel would accept gets EPERM; the ones it rejects
-    /// by their arguments still get the kernel's own errno.
+    /// `-d -m :0=deny`: every request the kernel would accept gets EPERM; the ones it
+    /// rejects by their arguments still get the kernel's own errno.
     fn hostile_arguments_under_deny_all(engine: Engine) {
         check_cases(engine, DENY);
+    }
+
+    /// `-d` alone lets the cases' port-0 binds through: each gets exactly what the
+    /// kernel gives it without force-bind.
+    fn hostile_port_zero_binds_pass_deny_all_as_asked(engine: Engine) {
+        check_cases(engine, DENY_LISTEN);
     }
 
     /// One thread keeps making hostile binds while another binds normally: every
@@ -290,8 +327,9 @@ engine_tests! {
         assert_eq!(at, "127.0.0.1", "normal binds must all be rewritten\n{f}");
         assert_eq!(unstable, 0, "a hostile case changed its answer between rounds\n{f}");
 
+        // The normal binds are of port 0: the MATCH must name it to deny them.
         let f = run(force_bind(engine, &[
-            "-d", hostile_bind(), "threads", ROUNDS, "127.0.0.2",
+            "-d", "-m", ":0=deny", hostile_bind(), "threads", ROUNDS, "127.0.0.2",
         ]));
         assert_eq!(f.code(), Some(TARGET_STATUS), "{f}");
         let (asked, ok, at, errors, unstable) = threads_report(&f);

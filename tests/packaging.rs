@@ -61,11 +61,11 @@ fn static_build_runs_on_an_emulated_old_kernel() {
         }
     };
     let bin = static_force_bind().to_str().expect("utf-8 path");
-    let p = free_port();
+    let (asked, p) = (free_port().to_string(), free_port());
     let rule = format!("127.0.0.4:{p}");
     let old = [oldkernel, "--as", "4.19", "--", bin];
     let mut args = old.to_vec();
-    args.extend_from_slice(&["-v", "-b", &rule, bindprobe(), "--port", "0"]);
+    args.extend_from_slice(&["-v", "-b", &rule, bindprobe(), "--port", &asked]);
     let f = run(command(oldkernel, &args[1..]));
     assert_eq!(f.bound(), vec![v4("127.0.0.4", p)], "{f}");
     assert!(
@@ -175,11 +175,11 @@ fn debian_package_installs_and_runs() {
     assert!(installed.stdout.contains("engines:"), "{installed}");
 
     // The installed binary does its job too.
-    let p = free_port();
+    let (asked, p) = (free_port().to_string(), free_port());
     let rule = format!("127.0.0.4:{p}");
     let f = run(command(
         "/usr/bin/force-bind",
-        &["-b", &rule, bindprobe(), "--port", "0"],
+        &["-b", &rule, bindprobe(), "--port", &asked],
     ));
     assert_eq!(f.bound(), vec![v4("127.0.0.4", p)], "{f}");
 

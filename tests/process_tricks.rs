@@ -26,10 +26,12 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// `force-bind RULE... process_tricks MODE 127.0.0.1 0 [ARG]`.
+/// `force-bind RULE... process_tricks MODE 127.0.0.1 PORT [ARG]`, PORT a free port
+/// (a port-0 bind is no service bind: `-d` would let it through).
 fn trick(engine: Engine, rule: &[&str], mode: &str, extra: &[&str]) -> Finished {
+    let port = free_port().to_string();
     let mut args = rule.to_vec();
-    args.extend([process_tricks(), mode, ASKED, "0"]);
+    args.extend([process_tricks(), mode, ASKED, &port]);
     args.extend(extra);
     run(force_bind(engine, &args))
 }

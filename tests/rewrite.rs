@@ -87,28 +87,41 @@ engine_tests! {
         }
     }
 
-    fn b_rewrites_port_zero(engine: Engine) {
+    fn b_with_a_port_moves_port_zero_but_keeps_it_ephemeral(engine: Engine) {
+        // A port-0 bind asks for no service port: the rule's address applies, its
+        // port does not, so two such binds never collide on the rule's port.
         let q = free_port();
-        let (got, f) = probe_ports(engine, &["-b", &format!("127.0.0.3:{q}")], &[0]);
+        let (got, f) = probe_ports(engine, &["-b", &format!("127.0.0.3:{q}")], &[0, 0]);
+        assert_eq!(got.len(), 2, "{f}");
+        for a in &got {
+            assert_eq!(a.ip(), v4("127.0.0.3", 0).ip(), "{f}");
+            assert!(a.port() != 0 && a.port() != q, "an ephemeral port, not {q}\n{f}");
+        }
+        assert_ne!(got[0], got[1], "{f}");
+        f.assert_success();
+        // A MATCH that names port 0 makes it a service bind: the port is rewritten too.
+        let (got, f) = probe_ports(engine, &["-m", &format!(":0=127.0.0.3:{q}")], &[0]);
         assert_eq!(got, vec![v4("127.0.0.3", q)], "{f}");
         f.assert_success();
     }
 
     fn udp_bind_is_rewritten(engine: Engine) {
-        let q = free_port();
-        let f = probe(engine, &["-b", &format!("127.0.0.3:{q}")], &["--udp", "--port", "0"]);
+        let (p, q) = (free_port(), free_port());
+        let port = p.to_string();
+        let f = probe(engine, &["-b", &format!("127.0.0.3:{q}")], &["--udp", "--port", &port]);
         assert_eq!(f.bound(), vec![v4("127.0.0.3", q)], "{f}");
+        assert!(listening(Proto::Udp).iter().all(|s| s.addr.port() != p), "{f}");
     }
 
     fn v4_rule_on_dual_stack_socket_uses_v4_mapped(engine: Engine) {
         // From the main thread and from a second thread: the supervisor must find
         // the socket's IPV6_V6ONLY setting either way.
         for threads in ["0", "1"] {
-            let p = free_port();
-            let rule = format!("127.0.0.1:{p}");
+            let (asked, p) = (free_port(), free_port());
+            let (asked_s, rule) = (asked.to_string(), format!("127.0.0.1:{p}"));
             let mut probe = Proc::spawn_with_stdin(force_bind(engine, &[
                 "-b", &rule, bindprobe(), "--threads", threads,
-                "--family", "6", "--addr", "::", "--v6only", "0", "--port", "0",
+                "--family", "6", "--addr", "::", "--v6only", "0", "--port", &asked_s,
                 "--listen", "--hold", "--ready",
             ]));
             assert!(probe.wait_line(|l| l == "ready", WAIT).is_some(), "{}", probe.context());
@@ -118,45 +131,60 @@ engine_tests! {
             // The kernel lists it in /proc/net/tcp6 as a v4-mapped address, and an
             // IPv4 client reaches it.
             assert_eq!(tcp_listeners_on(p), vec![mapped]);
+            assert_eq!(tcp_listeners_on(asked), vec![], "{}", probe.context());
             TcpStream::connect_timeout(&v4("127.0.0.1", p), WAIT).expect("IPv4 client connects");
             probe.close_stdin();
             probe.finish(WAIT).assert_success();
         }
     }
 
+    fn v4_rule_rewrites_a_v4_mapped_bind_in_mapped_form(engine: Engine) {
+        // `[::ffff:127.0.0.1]` binds IPv4: IPv4 and family-less rules reach it, and it
+        // stays on its AF_INET6 socket in mapped form.
+        let (p, q) = (free_port(), free_port());
+        let args = ["--family", "6", "--addr", "::ffff:127.0.0.1", "--port", &p.to_string()];
+        let f = probe(engine, &["-b", &format!("127.0.0.3:{q}")], &args);
+        assert_eq!(f.bound(), vec![v6("::ffff:127.0.0.3", q)], "{f}");
+        let f = probe(engine, &["-m", &format!(":{p}=127.0.0.4")], &args);
+        assert_eq!(f.bound(), vec![v6("::ffff:127.0.0.4", p)], "{f}");
+        let f = probe(engine, &["-m", &format!("127.0.0.0:{p}/8=deny")], &args);
+        assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
+        // An IPv6 rule given later still does not take it.
+        let f = probe(engine, &["-b", &format!("127.0.0.3:{q}"), "-b", "[::1]"], &args);
+        assert_eq!(f.bound(), vec![v6("::ffff:127.0.0.3", q)], "{f}");
+    }
+
     fn v4_rule_leaves_v6only_socket_alone(engine: Engine) {
+        // A real port: a port-0 bind would keep its port under any rule.
         for threads in ["0", "1"] {
-            let p = free_port();
+            let (asked, p) = (free_port(), free_port());
             let f = probe(engine, &["-b", &format!("127.0.0.1:{p}")], &[
                 "--threads", threads,
-                "--family", "6", "--addr", "::", "--v6only", "1", "--port", "0",
+                "--family", "6", "--addr", "::", "--v6only", "1", "--port", &asked.to_string(),
             ]);
-            let got = single_bound(&f);
-            assert_eq!(got.ip(), v6("::", 0).ip(), "{f}");
-            assert_ne!(got.port(), p, "{f}");
+            assert_eq!(single_bound(&f), v6("::", asked), "{f}");
         }
     }
 
     fn v4_rule_leaves_v6_loopback_alone(engine: Engine) {
-        let p = free_port();
+        let (asked, p) = (free_port(), free_port());
         let f = probe(engine, &["-b", &format!("127.0.0.1:{p}")], &[
-            "--family", "6", "--addr", "::1", "--v6only", "0", "--port", "0",
+            "--family", "6", "--addr", "::1", "--v6only", "0", "--port", &asked.to_string(),
         ]);
-        let got = single_bound(&f);
-        assert_eq!(got.ip(), v6("::1", 0).ip(), "{f}");
-        assert_ne!(got.port(), p, "{f}");
+        assert_eq!(single_bound(&f), v6("::1", asked), "{f}");
     }
 
     fn v6_rule_rewrites_v6_only(engine: Engine) {
-        let q = free_port();
-        let rule = format!("[::1]:{q}");
-        let f = probe(engine, &["-b", &rule], &["--family", "6", "--addr", "::1", "--port", "0"]);
+        let (p, q) = (free_port(), free_port());
+        let (rule, port) = (format!("[::1]:{q}"), p.to_string());
+        let f = probe(engine, &["-b", &rule], &["--family", "6", "--addr", "::1", "--port", &port]);
         assert_eq!(f.bound(), vec![v6("::1", q)], "{f}");
         // Same rule, IPv4 socket: a different family, so untouched.
-        let f = probe(engine, &["-b", &rule], &["--port", "0"]);
-        let got = single_bound(&f);
-        assert_eq!(got.ip(), v4("127.0.0.1", 0).ip(), "{f}");
-        assert_ne!(got.port(), q, "{f}");
+        let f = probe(engine, &["-b", &rule], &["--port", &port]);
+        assert_eq!(single_bound(&f), v4("127.0.0.1", p), "{f}");
+        // A v4-mapped bind is an IPv4 bind: an IPv6 rule leaves it alone too.
+        let f = probe(engine, &["-b", &rule], &["--family", "6", "--addr", "::ffff:127.0.0.1", "--port", &port]);
+        assert_eq!(single_bound(&f), v6("::ffff:127.0.0.1", p), "{f}");
     }
 
     fn v6_match_with_prefix(engine: Engine) {
@@ -239,19 +267,19 @@ engine_tests! {
     }
 
     fn exec_inside_target_is_still_rewritten(engine: Engine) {
-        let q = free_port();
+        let (p, q) = (free_port(), free_port());
         let rule = format!("127.0.0.3:{q}");
-        let script = format!("exec {} --port 0", bindprobe());
+        let script = format!("exec {} --port {p}", bindprobe());
         let f = run(force_bind(engine, &["-b", &rule, "sh", "-c", &script]));
         assert_eq!(f.bound(), vec![v4("127.0.0.3", q)], "{f}");
         f.assert_success();
     }
 
     fn child_of_target_is_rewritten(engine: Engine) {
-        let q = free_port();
+        let (p, q) = (free_port(), free_port());
         let rule = format!("127.0.0.3:{q}");
         // `; exit $?` keeps the shell from exec'ing the probe: it forks, then execs.
-        let script = format!("{} --port 0; exit $?", bindprobe());
+        let script = format!("{} --port {p}; exit $?", bindprobe());
         let f = run(force_bind(engine, &["-b", &rule, "sh", "-c", &script]));
         assert_eq!(f.bound(), vec![v4("127.0.0.3", q)], "{f}");
         f.assert_success();

@@ -17,22 +17,23 @@ fn static_bind_is_really_static() {
 
 engine_tests! {
     fn static_program_is_rewritten(engine: Engine) {
-        let p = free_port();
+        let (asked, p) = (free_port().to_string(), free_port());
         let rule = format!("127.0.0.4:{p}");
-        let f = run(force_bind(engine, &["-b", &rule, static_bind(), "127.0.0.1", "0"]));
+        let f = run(force_bind(engine, &["-b", &rule, static_bind(), "127.0.0.1", &asked]));
         assert_eq!(f.bound(), vec![v4("127.0.0.4", p)], "{f}");
         f.assert_success();
     }
 
     fn static_program_ipv6_is_rewritten(engine: Engine) {
-        let p = free_port();
+        let (asked, p) = (free_port().to_string(), free_port());
         let rule = format!("[::1]:{p}");
-        let f = run(force_bind(engine, &["-b", &rule, static_bind(), "::1", "0"]));
+        let f = run(force_bind(engine, &["-b", &rule, static_bind(), "::1", &asked]));
         assert_eq!(f.bound(), vec![v6("::1", p)], "{f}");
     }
 
     fn static_program_is_denied(engine: Engine) {
-        let f = run(force_bind(engine, &["-d", static_bind(), "127.0.0.1", "0"]));
+        let asked = free_port().to_string();
+        let f = run(force_bind(engine, &["-d", static_bind(), "127.0.0.1", &asked]));
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
         assert_eq!(f.code(), Some(1), "{f}");
     }

@@ -46,8 +46,27 @@ engine_tests! {
     }
 
     fn threads_under_deny_all_fail(engine: Engine) {
-        let f = run(force_bind(engine, &["-d", bindprobe(), "--forks", "2", "--threads", "4"]));
+        let port = free_port().to_string();
+        let f = run(force_bind(engine, &[
+            "-d", bindprobe(), "--forks", "2", "--threads", "4", "--port", &port,
+        ]));
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM); 12], "{f}");
+        assert_eq!(f.code(), Some(1), "{f}");
+    }
+
+    fn threads_port_zero_listens_under_deny_all_fail(engine: Engine) {
+        // -d lets each port-0 bind through and judges its listen() on the port the
+        // kernel gave it: every one of the 12 is refused.
+        let f = run(force_bind(engine, &[
+            "-d", bindprobe(), "--forks", "2", "--threads", "4", "--port", "0", "--listen",
+        ]));
+        let probe = f.probe();
+        let bound = f.bound();
+        assert_eq!(bound.len(), 12, "{f}");
+        assert!(bound.iter().all(|a| a.port() != 0), "{f}");
+        let refused = probe.iter().filter(|p| **p == Probe::Error(libc::EPERM)).count();
+        assert_eq!((refused, probe.len()), (12, 24), "{f}");
+        assert_eq!(f.stdout.matches("(listen)").count(), 12, "{f}");
         assert_eq!(f.code(), Some(1), "{f}");
     }
 

@@ -130,7 +130,8 @@ impl Tracer<'_> {
             Decoded::Inet(addr) => Some(addr),
             _ => None,
         };
-        let needs_kind = self.policy.needs_kind();
+        // The kind decides some rules, and events name the protocol.
+        let needs_kind = self.policy.needs_kind() || log::events_wanted();
         let (dual_stack, kind) = if t.abi == AbiKind::Compat {
             // Asking the thread needs a rewind over the syscall instruction, which
             // 32-bit callers may have entered by sysenter: take the sockaddr's family
@@ -194,8 +195,6 @@ impl Tracer<'_> {
             return self.bind_copy(pid, regs, t, fd, bytes, None);
         };
         let policy = self.policy;
-        // Before 5.6 a port-0 socket's listen() cannot be judged (no copy of the
-        // socket to ask for its port): judge_listen lets it through (README).
         let verdict = policy.decide(&BindRequest {
             addr,
             dual_stack,
@@ -210,6 +209,17 @@ impl Tracer<'_> {
                 let cloexec = target::fd_cloexec(pid, fd).unwrap_or(false);
                 let report = announcement.map(Later::Bind);
                 self.replace(pid, regs, t, fd, inherited, cloexec, report)
+            }
+            Decision::Allow if verdict.judge_listen => {
+                // Its listen() is judged by inode (there is no copy to read its port
+                // from before 5.6); refused when that cannot be remembered.
+                let remembered = target::socket_inode(pid, fd)
+                    .is_some_and(|inode| sidebind::remember_port_zero(inode, addr));
+                let report = announcement.map(Later::Bind);
+                match remembered {
+                    true => self.bind_copy(pid, regs, t, fd, bytes, report),
+                    false => self.skip(pid, regs, Errno::EPERM, report),
+                }
             }
             Decision::Allow => {
                 self.bind_copy(pid, regs, t, fd, bytes, announcement.map(Later::Bind))
@@ -323,18 +333,19 @@ impl Tracer<'_> {
             .find(|(n, _)| *n == inherited)
             .map(|(_, ino)| *ino);
         if expected.is_none() || target::socket_inode(pid, inherited) != expected {
-            // The program closed or reused the inherited descriptor: nothing to put
-            // in place, so it binds on its own, as when the socket was not passed.
+            // The program closed or reused the inherited descriptor (dnsmasq closes
+            // every descriptor above 2 at start): a traced program can only be given
+            // a descriptor it still has. Refused, never run as made: the kernel would
+            // re-read an address another thread can change after the check (the
+            // notify engine installs the socket itself and has no such limit).
+            warn!(
+                "pid {pid}: cannot hand the program inherited fd {inherited}: it closed or reused that descriptor (the ptrace engine can only dup2 one the program still has; the notify engine can); denying the bind"
+            );
             let mut report = report;
             if let Some(Later::Bind(r)) = report.as_mut() {
-                r.note(&format!(
-                    "fd {inherited} is no longer the inherited socket: binding normally"
-                ));
+                r.note(&format!("fd {inherited} is no longer the inherited socket"));
             }
-            return Ok(match report {
-                Some(report) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(report)),
-                None => Restart::Continue(0),
-            });
+            return self.skip(pid, regs, Errno::EPERM, report);
         }
         if inherited == fd {
             return self.skip_with(pid, regs, 0, report);
@@ -390,10 +401,19 @@ impl Tracer<'_> {
                     fd,
                     proto,
                     local,
+                    inode,
                 })
             }
             false => None,
         };
+        if !self.has_pidfd_getfd
+            && self.policy.judges_listen()
+            && let Some(inode) = inode
+            && let Some(errno) =
+                sidebind::judge_listen_by_inode(self.policy, pid, fd, inode, SocketKind::TCP)
+        {
+            return self.skip(pid, regs, errno, None);
+        }
         if !self.policy.judges_listen() || !self.has_pidfd_getfd {
             let watched = watched(self);
             return Ok(match watched {

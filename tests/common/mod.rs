@@ -19,6 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod servers;
+
 /// How long a test waits for anything (a listener, a line, an exit) before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// Polling step for the bounded waits.
