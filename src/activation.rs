@@ -92,6 +92,30 @@ fn inherited_socket(fd: RawFd) -> Option<InheritedSocket> {
     })
 }
 
+/// Closes the io_uring instances force-bind inherited, so that the program cannot
+/// inherit them: a ring made before the filter was in force would let it submit
+/// IORING_OP_BIND (Linux 6.11+) out of seccomp's sight, with no io_uring_setup to
+/// refuse. The descriptors closed, for the warning.
+pub fn close_inherited_rings() -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let rings: Vec<RawFd> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]")
+        })
+        .collect();
+    for &fd in &rings {
+        // SAFETY: closing a descriptor force-bind inherited and never uses (only
+        // io_uring instances; the directory listing is done).
+        unsafe { libc::close(fd) };
+    }
+    rings
+}
+
 /// The program's environment: ours without the socket-activation variables, which
 /// describe sockets force-bind consumes on the program's behalf. With
 /// `pass_listen_fds` they are kept and LISTEN_PID is left for the child to fill in

@@ -77,6 +77,24 @@ pub fn run() -> ExitCode {
         warn!("-t {nsecs} is ignored: force-bind no longer needs a timeout");
     }
 
+    // The program must not be able to attach to force-bind, read its memory or take
+    // its descriptors (PTRACE_ATTACH, process_vm_readv, /proc/PID/mem, pidfd_getfd
+    // all need force-bind dumpable to a process of the same user without
+    // CAP_SYS_PTRACE). The child undoes it before exec (spawn.rs).
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        warn!(
+            "cannot make force-bind non-dumpable: {}",
+            nix::errno::Errno::last()
+        );
+    }
+    if !options.allow_io_uring {
+        for fd in activation::close_inherited_rings() {
+            warn!(
+                "closed inherited io_uring descriptor {fd}: its binds would bypass the rules (--allow-io-uring keeps it)"
+            );
+        }
+    }
     let inherited = activation::inherited(&options.rules);
     let policy = policy::Policy {
         rules: options.rules,

@@ -49,6 +49,14 @@ impl SocketKind {
         Proto::of_socket(self.sock_type, self.protocol)
     }
 
+    /// Whether binds on sockets of this kind refuse an address of another family
+    /// (inet_bind() and inet6_bind(), which TCP, MPTCP, UDP and UDP-Lite use, fail
+    /// with EAFNOSUPPORT): then the kernel's errno is the answer, with nothing to
+    /// judge. Raw and SCTP sockets bind such bytes (sockaddr::judged_address).
+    pub fn refuses_other_families(&self) -> bool {
+        matches!(self.proto(), Proto::Tcp | Proto::Udp)
+    }
+
     /// "IPv6 stream", for messages.
     pub fn describe(&self, domain: i32) -> String {
         let family = match domain {
@@ -275,14 +283,38 @@ impl Policy {
     }
 
     /// Whether listen() must be trapped: for -L, for the implicit bind of a socket
-    /// nobody bound, or for a socket whose port-0 bind a deny rule let through.
+    /// nobody bound (also to pick its port when a deny rule names some ports), or for
+    /// a socket whose port-0 bind a deny rule let through.
     pub fn judges_listen(&self) -> bool {
         self.skip_listen_on_replaced
             || self.restricts_wildcard()
-            || self
-                .rules
-                .iter()
-                .any(|r| r.action == Action::Deny && r.pattern.ports.is_none())
+            || self.rules.iter().any(|r| r.action == Action::Deny)
+    }
+
+    /// Whether a port-0 bind of `req` could get a port a rule denies: a deny rule
+    /// with a port range matches its address (`-m :32768-60999=deny`). The kernel
+    /// picks the port from all of ip_local_port_range, so the engine must pick one
+    /// the rules allow instead.
+    pub fn denies_some_ports(&self, req: &BindRequest) -> bool {
+        let proto = req.kind.proto();
+        let seen = match req.addr {
+            SocketAddr::V6(a) => a
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(req.addr, |ip| SocketAddr::V4(SocketAddrV4::new(ip, 0))),
+            v4 => v4,
+        };
+        let dual_wildcard =
+            matches!(req.addr, SocketAddr::V6(a) if a.ip().is_unspecified()) && req.dual_stack;
+        let v4_any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        self.rules.iter().any(|r| {
+            let mut any_port = r.pattern.clone();
+            any_port.ports = None;
+            r.action == Action::Deny
+                && r.pattern.ports.is_some_and(|p| p.first > 0)
+                && (any_port.matches(&seen, proto)
+                    || (dual_wildcard && any_port.matches(&v4_any, proto)))
+        })
     }
 
     /// The start-up warnings: every rule that names an inherited socket that was not

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use crate::event::Call;
 use crate::log::{Announcement, warn};
 use crate::policy::{BindRequest, Decision, Policy, Purpose, SocketKind};
+use crate::rule::Proto;
 use crate::sockaddr::{self, Decoded};
 use crate::target;
 
@@ -52,6 +53,10 @@ impl Limits {
         }
     }
 }
+
+/// For a port-0 bind that a port-range deny could catch: the ports the rules allow
+/// (force-bind picks one); None to let the kernel pick.
+type PortChoice<'a> = Option<&'a dyn Fn(u16) -> bool>;
 
 /// Our copy of the program's descriptor, checked the way bind(2) checks it before it
 /// looks at the address: not open is EBADF (from pidfd_getfd), not a socket ENOTSOCK.
@@ -172,12 +177,15 @@ pub fn bind(
     if !socket.is_ip() {
         return Finish::NotIp;
     }
-    let addr = match sockaddr::decode(bytes) {
-        // The address must be of the socket's own family (AF_UNSPEC 0.0.0.0 decodes
-        // as IPv4): anything else the kernel refuses, with the errno it would give.
-        Decoded::Inet(addr) if addr.is_ipv4() == (domain == libc::AF_INET) => addr,
-        _ => return Finish::Return(target::bind_bytes(sock, bytes)),
+    // What the kernel would really bind, whatever the family field says (raw and
+    // SCTP sockets do not all check it); bytes it refuses anyway get its errno.
+    let Some((addr, own_family)) = sockaddr::judged_address(domain, bytes) else {
+        return Finish::Return(target::bind_bytes(sock, bytes));
     };
+    if !own_family && kind.refuses_other_families() {
+        // EAFNOSUPPORT, from our copy: nothing is bound.
+        return Finish::Return(target::bind_bytes(sock, bytes));
+    }
     // Whether the socket is dual-stack, when the decision depends on it; the same
     // setting is pinned for the bind below (another thread could change it).
     let judged_dual_stack = policy
@@ -195,6 +203,26 @@ pub fn bind(
     });
     crate::log::warn_skipped(pid, call, fd, addr, *kind, &verdict);
     let mut announcement = Announcement::new(pid, call, fd, addr, *kind, &verdict);
+    // A port-0 bind that a port-range deny could catch: force-bind picks the port.
+    let request = BindRequest {
+        addr,
+        dual_stack: judged_dual_stack.unwrap_or(false),
+        kind: *kind,
+        purpose,
+    };
+    let port_allowed = |port: u16| {
+        let mut at = addr;
+        at.set_port(port);
+        let verdict = policy.decide(&BindRequest {
+            addr: at,
+            ..request
+        });
+        !matches!(verdict.decision, Decision::Deny(_))
+    };
+    let choose: PortChoice = (addr.port() == 0
+        && matches!(kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
+        && policy.denies_some_ports(&request))
+    .then_some(&port_allowed);
     let result = match &verdict.decision {
         Decision::Allow
             if verdict.judge_listen
@@ -203,13 +231,16 @@ pub fn bind(
             warn!("pid {pid}: too many port-0 binds waiting for their listen(); denying");
             Err(Errno::EPERM)
         }
-        Decision::Allow => bind_checked(limits, pid, sock, bytes, addr, judged_dual_stack),
+        // Bytes of another family are bound as given: the kernel refuses them (TCP,
+        // UDP) or binds the address judged (raw, SCTP).
+        Decision::Allow => bind_checked(limits, pid, sock, bytes, addr, judged_dual_stack, choose),
         Decision::Rewrite(targets) => bind_first(
             limits,
             pid,
             sock,
             targets,
             judged_dual_stack,
+            choose,
             &mut announcement,
         ),
         Decision::Deny(errno) => Err(*errno),
@@ -248,6 +279,7 @@ fn bind_first(
     sock: &OwnedFd,
     targets: &[SocketAddr],
     judged_dual_stack: Option<bool>,
+    choose: PortChoice,
     announcement: &mut Option<Announcement>,
 ) -> Result<(), Errno> {
     let mut failed = Vec::new();
@@ -260,6 +292,7 @@ fn bind_first(
             sockaddr::encode(to).as_bytes(),
             *to,
             judged_dual_stack,
+            choose,
         );
         match result {
             Err(e) if try_next(e) && i + 1 < targets.len() => failed.push(format!("{to}: {e:?}")),
@@ -289,6 +322,7 @@ fn bind_checked(
     bytes: &[u8],
     to: SocketAddr,
     judged_dual_stack: Option<bool>,
+    choose: PortChoice,
 ) -> Result<(), Errno> {
     // IPV6_V6ONLY only changes what `::` and v4-mapped addresses bind (binding any
     // other IPv6 address sets it, and binds just that address).
@@ -311,7 +345,7 @@ fn bind_checked(
     if let Some(dual_stack) = judged_dual_stack {
         target::set_dual_stack(sock, dual_stack)?;
     }
-    let bound = match target::bind_bytes(sock, bytes) {
+    let bound = match bind_on_allowed_port(sock, bytes, to, choose) {
         Err(Errno::EINVAL) if limits.retries_possible && already_bound_as(sock, to) => Ok(()),
         other => other,
     };
@@ -324,6 +358,44 @@ fn bind_checked(
         return Err(Errno::EPERM);
     }
     bound
+}
+
+/// Binds `bytes` (the address `to`); for a port-0 bind whose ports some rule denies
+/// (`allowed` given), on a port that `allowed` accepts instead: one of
+/// ip_local_port_range, as the kernel would pick it (from a varying start, the next
+/// free one), or, when the rules deny that whole range, an unprivileged one outside.
+fn bind_on_allowed_port(
+    sock: &OwnedFd,
+    bytes: &[u8],
+    to: SocketAddr,
+    allowed: PortChoice,
+) -> Result<(), Errno> {
+    let Some(allowed) = allowed.filter(|_| to.port() == 0) else {
+        return target::bind_bytes(sock, bytes);
+    };
+    /// Binds tried before giving up as the kernel does when the range is full.
+    const TRIES: usize = 64;
+    let (low, high) = target::local_port_range();
+    let span = u32::from(high - low) + 1;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % span;
+    // The kernel's range first, from a varying start; when the rules deny all of it,
+    // the unprivileged ports above and below it.
+    let ports = (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .chain(high.saturating_add(1)..=u16::MAX)
+        .chain(1024..low);
+    for port in ports.filter(|p| *p != 0 && allowed(*p)).take(TRIES) {
+        let mut at = to;
+        at.set_port(port);
+        match target::bind_bytes(sock, sockaddr::encode(&at).as_bytes()) {
+            Err(Errno::EADDRINUSE) => continue,
+            other => return other,
+        }
+    }
+    Err(Errno::EADDRINUSE)
 }
 
 /// Whether inherited socket `inherited` may take the place of the program's `fd`,
@@ -350,13 +422,18 @@ fn already_bound_as(sock: &OwnedFd, want: SocketAddr) -> bool {
 }
 
 /// The address listen() would give `sock` if nobody bound it: 0.0.0.0:0 or [::]:0
-/// for an unbound IP socket, None for a bound or non-IP one.
+/// for an IP socket with no local port, None for a bound or non-IP one. A port that
+/// getsockname() reports is checked with the kernel (a failed connect() leaves a
+/// stale one); when that cannot be asked, the socket is taken for unbound, so its
+/// listen() is judged rather than let through.
 pub fn unbound_wildcard(sock: &OwnedFd) -> Option<SocketAddr> {
     let local = target::local_addr(sock).ok()?;
-    (local.port() == 0).then(|| match local {
+    let wildcard: SocketAddr = match local {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("constant address"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("constant address"),
-    })
+    };
+    let unbound = local.port() == 0 || target::has_no_port(sock, wildcard).unwrap_or(true);
+    unbound.then_some(wildcard)
 }
 
 /// For a socket that is not IP: the errno its bind to `bytes` gets if the bytes are an

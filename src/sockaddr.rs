@@ -95,6 +95,45 @@ fn decode_v4(bytes: &[u8]) -> Option<Decoded> {
     Some(Decoded::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
 }
 
+/// What a bind of `bytes` on an IP socket of family `domain` really binds, as far as
+/// the policy must judge it; None when the kernel refuses the bytes whatever they
+/// hold (too short or too long for the socket's family), so there is nothing to judge.
+///
+/// Not every protocol checks the family field: raw_bind() (SOCK_RAW IPv4) reads a
+/// sockaddr_in whatever `sin_family` says, and SCTP on an AF_INET6 socket binds a
+/// sockaddr_in as the IPv4 address. So the bytes are read as the socket's own
+/// family's struct, and an AF_INET address on an AF_INET6 socket as the v4-mapped
+/// address it binds. `.1` says whether the bytes were of the socket's family (when
+/// not, TCP and UDP refuse them with EAFNOSUPPORT, and the others bind what was
+/// judged, so the bytes may still be bound as given).
+pub fn judged_address(domain: i32, bytes: &[u8]) -> Option<(SocketAddr, bool)> {
+    let decoded = decode(bytes);
+    match (domain, decoded) {
+        (libc::AF_INET, Decoded::Inet(SocketAddr::V4(a))) => Some((SocketAddr::V4(a), true)),
+        (libc::AF_INET6, Decoded::Inet(SocketAddr::V6(a))) => Some((SocketAddr::V6(a), true)),
+        (libc::AF_INET6, Decoded::Inet(SocketAddr::V4(a))) => {
+            Some((SocketAddr::V6(v4_mapped(a)), false))
+        }
+        (_, Decoded::TooLong(_)) => None,
+        (libc::AF_INET, _) if bytes.len() >= SOCKADDR_IN_LEN => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+            Some((SocketAddr::V4(SocketAddrV4::new(ip, port)), false))
+        }
+        (libc::AF_INET6, _) if bytes.len() >= SOCKADDR_IN6_MIN_LEN => {
+            let mut as_v6 = [0u8; SOCKADDR_IN6_LEN];
+            as_v6[..bytes.len().min(SOCKADDR_IN6_LEN)]
+                .copy_from_slice(&bytes[..bytes.len().min(SOCKADDR_IN6_LEN)]);
+            as_v6[0..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+            match decode(&as_v6[..bytes.len().min(SOCKADDR_IN6_LEN)]) {
+                Decoded::Inet(a) => Some((a, false)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The raw bytes of a sockaddr_in or sockaddr_in6, ready to hand to the kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawSockaddr {
@@ -279,6 +318,83 @@ mod tests {
         ] {
             let a: SocketAddr = s.parse().unwrap();
             assert_eq!(decode(encode(&a).as_bytes()), Decoded::Inet(a), "{s}");
+        }
+    }
+
+    #[test]
+    fn judges_what_the_kernel_binds() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let v4 = |family: u16| v4_bytes(family, 80, [198, 51, 100, 7], 16);
+        let v6 = encode(&sa("[2001:db8::7]:80")).as_bytes().to_vec();
+        let mut v6_holding_v4 = v6.clone();
+        v6_holding_v4[4..8].copy_from_slice(&[198, 51, 100, 7]);
+        let cases: Vec<(&str, i32, Vec<u8>, Option<(SocketAddr, bool)>)> = vec![
+            (
+                "v4 on v4",
+                libc::AF_INET,
+                v4(AF_INET),
+                Some((sa("198.51.100.7:80"), true)),
+            ),
+            (
+                "unspec 0.0.0.0",
+                libc::AF_INET,
+                v4_bytes(AF_UNSPEC, 80, [0; 4], 16),
+                Some((sa("0.0.0.0:80"), true)),
+            ),
+            // raw_bind() reads a sockaddr_in whatever the family says.
+            (
+                "family 0x1234 on v4",
+                libc::AF_INET,
+                v4(0x1234),
+                Some((sa("198.51.100.7:80"), false)),
+            ),
+            (
+                "unspec with an address on v4",
+                libc::AF_INET,
+                v4(AF_UNSPEC),
+                Some((sa("198.51.100.7:80"), false)),
+            ),
+            (
+                "v6 bytes on v4",
+                libc::AF_INET,
+                v6_holding_v4,
+                Some((sa("198.51.100.7:80"), false)),
+            ),
+            (
+                "short on v4",
+                libc::AF_INET,
+                v4(0x1234)[..15].to_vec(),
+                None,
+            ),
+            (
+                "v6 on v6",
+                libc::AF_INET6,
+                v6.clone(),
+                Some((sa("[2001:db8::7]:80"), true)),
+            ),
+            // SCTP on AF_INET6 binds a sockaddr_in as IPv4.
+            (
+                "v4 on v6",
+                libc::AF_INET6,
+                v4(AF_INET),
+                Some((sa("[::ffff:198.51.100.7]:80"), false)),
+            ),
+            (
+                "other family on v6",
+                libc::AF_INET6,
+                {
+                    let mut b = v6.clone();
+                    b[0] = 0x34;
+                    b[1] = 0x12;
+                    b
+                },
+                Some((sa("[2001:db8::7]:80"), false)),
+            ),
+            ("short on v6", libc::AF_INET6, v6[..20].to_vec(), None),
+            ("too long", libc::AF_INET, vec![2; 129], None),
+        ];
+        for (name, domain, bytes, want) in cases {
+            assert_eq!(judged_address(domain, &bytes), want, "{name}");
         }
     }
 

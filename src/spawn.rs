@@ -182,6 +182,11 @@ pub fn spawn(
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+            // force-bind made itself non-dumpable (lib.rs) and the child inherits
+            // that; the ptrace engine must be able to seize this child, and execve
+            // sets the program's own dumpability anyway.
+            // SAFETY: prctl with integer arguments, async-signal-safe.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
             if let Some(p) = listen_pid_ptr {
                 // SAFETY: the buffer is "LISTEN_PID=" plus 10 spaces and a NUL, owned by
                 // `program`, which outlives this child's use of it.

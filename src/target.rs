@@ -191,6 +191,56 @@ pub fn set_dual_stack(sock: &OwnedFd, dual_stack: bool) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// Whether an IP socket has no local port, asked of the kernel rather than of
+/// getsockname(): after a failed connect() the kernel releases the autobound port
+/// but getsockname() still reports it, and listen() then binds the wildcard. A bind
+/// of `wildcard` (0.0.0.0:0 or [::]:0) with IP_BIND_ADDRESS_NO_PORT set fails with
+/// EINVAL on a bound socket, and on an unbound one takes no port and sets no
+/// address (what it clears, the stale port and peer, listen() does not use). The
+/// option is put back as it was.
+pub fn has_no_port(sock: &OwnedFd, wildcard: std::net::SocketAddr) -> Result<bool, Errno> {
+    const IP_BIND_ADDRESS_NO_PORT: libc::c_int = 24;
+    let before = sockopt_int(
+        std::os::fd::AsFd::as_fd(sock),
+        libc::IPPROTO_IP,
+        IP_BIND_ADDRESS_NO_PORT,
+    )?;
+    let set = |value: libc::c_int| {
+        // SAFETY: setsockopt reads one int.
+        Errno::result(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                IP_BIND_ADDRESS_NO_PORT,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(drop)
+    };
+    set(1)?;
+    let bound = bind_bytes(sock, crate::sockaddr::encode(&wildcard).as_bytes());
+    set(before)?;
+    match bound {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// net.ipv4.ip_local_port_range, where the kernel picks ephemeral ports (it applies
+/// to IPv6 too); the kernel's default when it cannot be read.
+pub fn local_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut words = text.split_whitespace().map(|w| w.parse::<u16>().ok());
+            Some((words.next()??, words.next()??))
+        })
+        .filter(|(low, high)| 0 < *low && low <= high)
+        .unwrap_or((32768, 60999))
+}
+
 /// The system default for new AF_INET6 sockets (net.ipv6.bindv6only), the best
 /// answer when the socket itself cannot be looked at (kernels before 5.6).
 pub fn default_dual_stack() -> bool {

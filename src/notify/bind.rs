@@ -57,8 +57,9 @@ impl Supervisor<'_> {
                 cloexec,
                 announcement,
             } => self.install(n, fd, inherited, cloexec, announcement),
-            // SAFETY: as above (not reached: non-IP sockets were let through already).
-            Finish::NotIp => Ok(unsafe { let_kernel_continue() }),
+            // Not reached: non-IP sockets were answered above. A denial, never a
+            // continue, should it ever be.
+            Finish::NotIp => Err(Errno::EPERM),
         }
     }
 }

@@ -374,7 +374,7 @@ fn start_up_warnings_for_sockets_not_passed() {
 fn knows_when_listen_must_be_trapped() {
     for (rules, restricts, judges) in [
         (&[][..], false, false),
-        (&["-m :80=deny"][..], false, false),
+        (&["-m :80=deny"][..], false, true),
         (&["-m 127.0.0.1=allow"][..], false, false),
         (&["-m 10.0.0.0/8=deny"][..], false, true),
         (&["-d"][..], true, true),
@@ -402,4 +402,37 @@ fn dual_stack_lookup_only_when_an_ipv4_rule_could_apply() {
     assert!(!p.needs_dual_stack(&"0.0.0.0:80".parse().unwrap()));
     let p = policy(&["-m :80=127.0.0.1"]);
     assert!(p.needs_dual_stack(&"[::]:80".parse().unwrap()));
+}
+
+#[test]
+fn knows_when_a_port_zero_bind_needs_a_chosen_port() {
+    for (rules, req, want) in [
+        (&["-m :32768-60999=deny"][..], "tcp 0.0.0.0:0", true),
+        (&["-m :32768-60999=deny"][..], "udp [::]:0", true),
+        (
+            &["-m 10.0.0.0:32768-60999/8=deny"][..],
+            "tcp 127.0.0.1:0",
+            false,
+        ),
+        (
+            &["-m 127.0.0.0:40000-40010/8=deny"][..],
+            "tcp [::ffff:127.0.0.1]:0",
+            true,
+        ),
+        (
+            &["-m 0.0.0.0:40000-40010/0=deny"][..],
+            "tcp [::]:0 dual",
+            true,
+        ),
+        (&["-m 0.0.0.0:40000-40010/0=deny"][..], "tcp [::]:0", false),
+        (&["-m tcp::40000-40010=deny"][..], "udp 0.0.0.0:0", false),
+        (&["-d"][..], "tcp 0.0.0.0:0", false),
+        (&["-m :0-10=deny"][..], "tcp 0.0.0.0:0", false),
+    ] {
+        assert_eq!(
+            policy(rules).denies_some_ports(&request(req)),
+            want,
+            "{rules:?} {req}"
+        );
+    }
 }

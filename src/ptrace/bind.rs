@@ -23,6 +23,24 @@ use crate::target;
 
 type Regs = <Native as Arch>::Regs;
 
+/// The scratch a rewritten bind uses below the stack pointer: the sockaddr (up to
+/// sockaddr_storage's 128 bytes), then socketcall's three u32 arguments.
+const SOCKETCALL_ARGS_AT: usize = crate::sockaddr::SOCKADDR_MAX_LEN;
+const BIND_SCRATCH_LEN: usize = SOCKETCALL_ARGS_AT + 3 * 4 + 4;
+/// What is reserved for it: the bytes, rounded up to keep the 16-byte alignment.
+const BIND_SCRATCH_SPAN: u64 = (BIND_SCRATCH_LEN as u64 + 32 + 15) & !15;
+/// getsockopt's int and socklen_t, for `ask`.
+const ASK_SCRATCH_SPAN: u64 = 16;
+
+/// The 16-byte aligned start of `span` bytes below `sp` and the red zone (the
+/// ABI's area under the stack pointer that leaf code may use without moving it);
+/// None when the program's stack pointer leaves no room (its own garbage).
+fn scratch_below(sp: u64, span: u64) -> Option<u64> {
+    sp.checked_sub(<Native as Arch>::RED_ZONE)?
+        .checked_sub(span)
+        .map(|at| at & !15)
+}
+
 fn get(regs: &Regs, reg: Reg) -> u64 {
     <Native as Arch>::get(regs, reg)
 }
@@ -161,17 +179,13 @@ impl Tracer<'_> {
                     None => self.bind_copy(pid, regs, t, fd, bytes, None),
                 };
             }
-            // An address of the other IP family: the kernel refuses it (with its
-            // own errno), on the checked copy below.
-            if addr.is_some_and(|a| {
-                Some(if a.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                }) != domain
-            }) {
-                addr = None;
-            }
+            // What the kernel would really bind, whatever the family field says
+            // (raw and SCTP sockets do not all check it); bytes it refuses anyway
+            // go to it unjudged, on the checked copy below.
+            let judged = domain.and_then(|d| sockaddr::judged_address(d, bytes));
+            let own_family = judged.is_none_or(|(_, own)| own);
+            // Bytes of another family: whether the protocol refuses them decides.
+            let needs_kind = needs_kind || !own_family;
             let kind = match (needs_kind, facts.sock_type, facts.protocol) {
                 (false, ..) => SocketKind::default(),
                 (true, None, _) => return self.ask(pid, &regs, facts, Query::Type),
@@ -180,6 +194,12 @@ impl Tracer<'_> {
                     sock_type: sock_type.unwrap_or(0),
                     protocol: protocol.unwrap_or(0),
                 },
+            };
+            addr = match judged {
+                // TCP and UDP refuse them (sockaddr::judged_address): the kernel's
+                // errno, from the checked copy below.
+                Some((_, false)) if kind.refuses_other_families() => None,
+                judged => judged.map(|(a, _)| a),
             };
             let dual_stack = match (
                 addr.is_some_and(|a| self.policy.needs_dual_stack(&a)),
@@ -254,19 +274,23 @@ impl Tracer<'_> {
         to_bind: &[u8],
         report: Option<Later>,
     ) -> Result<Restart, Errno> {
-        let sp = get(&regs, Reg::StackPointer);
-        let scratch = (sp - <Native as Arch>::RED_ZONE - 176) & !15;
-        if t.abi == AbiKind::Compat && scratch + 176 > u32::MAX as u64 {
+        let Some(scratch) = scratch_below(get(&regs, Reg::StackPointer), BIND_SCRATCH_SPAN) else {
+            // A stack pointer at the bottom of the address space is the program's
+            // own garbage: it gets EFAULT, as any bad pointer would.
+            return self.skip(pid, regs, Errno::EFAULT, report);
+        };
+        if t.abi == AbiKind::Compat && scratch + BIND_SCRATCH_SPAN > u32::MAX as u64 {
             // A 64-bit program using int $0x80: its stack is out of a 32-bit
             // pointer's reach. Refuse rather than let the bind through unchecked.
             warn!("pid {pid}: no 32-bit scratch memory for the address; denying the bind");
             return self.skip(pid, regs, Errno::EPERM, report);
         }
-        let mut scratch_bytes = [0u8; 144];
+        let mut scratch_bytes = [0u8; BIND_SCRATCH_LEN];
         scratch_bytes[..to_bind.len()].copy_from_slice(to_bind);
         let array = [fd as u32, scratch as u32, to_bind.len() as u32];
         for (i, word) in array.iter().enumerate() {
-            scratch_bytes[128 + i * 4..132 + i * 4].copy_from_slice(&word.to_ne_bytes());
+            let at = SOCKETCALL_ARGS_AT + i * 4;
+            scratch_bytes[at..at + 4].copy_from_slice(&word.to_ne_bytes());
         }
         if let Err(e) = memory::write(pid, scratch, &scratch_bytes) {
             warn!("pid {pid}: cannot write the address to bind: {e}; denying the bind");
@@ -274,7 +298,11 @@ impl Tracer<'_> {
         }
         let mut changed = regs;
         if t.via_socketcall {
-            set(&mut changed, Reg::CompatArg(1), scratch + 128);
+            set(
+                &mut changed,
+                Reg::CompatArg(1),
+                scratch + SOCKETCALL_ARGS_AT as u64,
+            );
         } else {
             set(&mut changed, Reg::arg(t.abi, 1), scratch);
             set(&mut changed, Reg::arg(t.abi, 2), to_bind.len() as u64);
@@ -493,8 +521,8 @@ impl Tracer<'_> {
         query: Query,
     ) -> Result<Restart, Errno> {
         // int value; socklen_t len = 4; below the stack pointer, past the red zone.
-        let sp = get(regs, Reg::StackPointer);
-        let scratch = (sp - <Native as Arch>::RED_ZONE - 16) & !15;
+        let scratch =
+            scratch_below(get(regs, Reg::StackPointer), ASK_SCRATCH_SPAN).ok_or(Errno::EFAULT)?;
         let mut cell = [0u8; 8];
         cell[4..].copy_from_slice(&4u32.to_ne_bytes());
         memory::write(pid, scratch, &cell)?;

@@ -213,10 +213,14 @@ impl<'p> Tracer<'p> {
             Stop::Exec { pid } => {
                 // A non-leader thread that execs takes the leader's id; the message
                 // is its former id, whose state (if any) is gone with it.
+                // Its socket facts are gone too: after exec the same descriptor
+                // number may name another socket.
                 if let Ok(former) = event_message(pid) {
                     self.pending.remove(&Pid::from_raw(former as i32));
+                    self.facts.remove(&Pid::from_raw(former as i32));
                 }
                 self.pending.remove(&pid);
+                self.facts.remove(&pid);
                 if pid == self.main {
                     self.main_exec_done = true;
                 }
@@ -268,6 +272,8 @@ impl<'p> Tracer<'p> {
 
     fn gone(&mut self, pid: Pid, status: Status) {
         self.pending.remove(&pid);
+        // A recycled thread id must not find this thread's socket facts.
+        self.facts.remove(&pid);
         if pid == self.main {
             self.main_status = Some(status);
             crate::exit::program_gone();
