@@ -92,6 +92,23 @@ pub struct Abi {
     pub dup3: u32,
 }
 
+/// socketcall(2)'s call numbers (SYS_BIND, ... in <linux/net.h>): its first argument,
+/// which names the socket call the multiplexer makes. One table for every ABI that has
+/// socketcall (`Abi::socketcall`); checked against the header by tests/syscall_tables.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketCalls {
+    pub bind: u32,
+    pub listen: u32,
+    /// The way to setsockopt(SCTP_SOCKOPT_BINDX_ADD) that is not the setsockopt syscall.
+    pub setsockopt: u32,
+}
+
+pub const SOCKETCALL: SocketCalls = SocketCalls {
+    bind: 2,
+    listen: 4,
+    setsockopt: 14,
+};
+
 /// The verbs generic code uses; implemented by each architecture's module.
 pub trait Arch {
     /// The registers of a stopped thread, laid out as the kernel gives them.

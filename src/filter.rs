@@ -175,9 +175,10 @@ const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-/// socketcall(2) call numbers (<linux/net.h>).
-const SYS_BIND: u32 = 2;
-const SYS_LISTEN: u32 = 4;
+/// socketcall(2) call numbers (<linux/net.h>), from arch/'s checked table
+/// (tests/syscall_tables.rs); named here because they are match patterns.
+const SYS_BIND: u32 = crate::arch::SOCKETCALL.bind;
+const SYS_LISTEN: u32 = crate::arch::SOCKETCALL.listen;
 /// SOL_SCTP and SCTP_SOCKOPT_BINDX_ADD (<linux/sctp.h>).
 const SOL_SCTP: u32 = 132;
 const SCTP_SOCKOPT_BINDX_ADD: u32 = 100;

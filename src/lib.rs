@@ -15,6 +15,7 @@ mod engine;
 pub mod event;
 mod exit;
 mod filter;
+mod handler;
 mod log;
 mod manual;
 mod memory;

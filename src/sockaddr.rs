@@ -328,7 +328,8 @@ mod tests {
         let v6 = encode(&sa("[2001:db8::7]:80")).as_bytes().to_vec();
         let mut v6_holding_v4 = v6.clone();
         v6_holding_v4[4..8].copy_from_slice(&[198, 51, 100, 7]);
-        let cases: Vec<(&str, i32, Vec<u8>, Option<(SocketAddr, bool)>)> = vec![
+        type Case = (&'static str, i32, Vec<u8>, Option<(SocketAddr, bool)>);
+        let cases: Vec<Case> = vec![
             (
                 "v4 on v4",
                 libc::AF_INET,

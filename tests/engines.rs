@@ -61,9 +61,9 @@ fn auto_picks_notify_on_this_kernel() {
 
 #[test]
 fn auto_on_older_kernels_picks_ptrace_and_says_why() {
-    let Ok(oldkernel) = oldkernel() else {
-        eprintln!("SKIPPED: {}", oldkernel().unwrap_err());
-        return;
+    let oldkernel = match oldkernel() {
+        Ok(path) => path,
+        Err(why) => return skip(&why),
     };
     // (kernel, what -v says, whether it is worth a warning without -v)
     let cases = [
@@ -106,9 +106,9 @@ fn auto_on_older_kernels_picks_ptrace_and_says_why() {
 
 #[test]
 fn notify_requested_where_it_cannot_run_fails_in_one_line() {
-    let Ok(oldkernel) = oldkernel() else {
-        eprintln!("SKIPPED: {}", oldkernel().unwrap_err());
-        return;
+    let oldkernel = match oldkernel() {
+        Ok(path) => path,
+        Err(why) => return skip(&why),
     };
     let f = run(command(
         oldkernel,
@@ -192,8 +192,7 @@ engine_tests! {
             .ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1024);
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 || start <= 99 {
-            eprintln!("SKIPPED: needs root (to drop to nobody) and port 99 privileged (start {start})");
-            return;
+            return skip(&format!("needs root (to drop to nobody) and port 99 privileged (ip_unprivileged_port_start is {start})"));
         }
         // A real port: a port-0 bind would keep port 0 under the rule.
         let port = free_port().to_string();

@@ -49,12 +49,10 @@ engine_tests! {
         assert_eq!(count(&c, "escapes"), 0, "{f}");
     }
 
-    /// The same race on listen(), whose implicit bind is judged (Linux 5.6+).
-    fn swapping_the_descriptor_never_listens_unbound(engine: Engine) {
-        if engine == Engine::OldKernel {
-            eprintln!("SKIPPED: listen's implicit bind is not judged before pidfd_getfd (README)");
-            return;
-        }
+    /// The same race on listen(), whose implicit bind is judged (Linux 5.6+). Not for
+    /// the old-kernel engine: listen's implicit bind is not judged before pidfd_getfd
+    /// (README).
+    fn swapping_the_descriptor_never_listens_unbound(engine: Engine) not for OldKernel {
         let f = run(force_bind(engine, &["-d", attack("swap"), "1", "1"]));
         assert_eq!(count(&counts(&f, "tries"), "escapes"), 0, "{f}");
     }
@@ -69,12 +67,9 @@ engine_tests! {
     }
 
     /// IPV6_V6ONLY flipped by another thread while [::] is bound under an IPv4 rule:
-    /// never a dual-stack [::] (the hostile program is killed instead).
-    fn flipping_v6only_never_binds_dual_stack_wildcard(engine: Engine) {
-        if engine == Engine::OldKernel {
-            eprintln!("SKIPPED: before pidfd_getfd the setting cannot be pinned (README)");
-            return;
-        }
+    /// never a dual-stack [::] (the hostile program is killed instead). Not for the
+    /// old-kernel engine: before pidfd_getfd the setting cannot be pinned (README).
+    fn flipping_v6only_never_binds_dual_stack_wildcard(engine: Engine) not for OldKernel {
         let f = run(force_bind(engine, &["-b", "127.0.0.1", attack("v6flip"), "1"]));
         if f.signal() == Some(libc::SIGKILL) {
             assert!(f.stderr.contains("IPV6_V6ONLY changed during the bind"), "{f}");
@@ -88,8 +83,7 @@ engine_tests! {
     fn capabilities_of_a_private_user_namespace_do_not_count(engine: Engine) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED: needs root to drop to nobody");
-            return;
+            return skip("needs root to drop to nobody");
         }
         let f = run(force_bind(engine, &["-m", ":81=allow", attack("userns"), "ns"]));
         assert!(f.stdout.contains("bind 127.0.0.1:81: -1 Permission denied"), "{f}");

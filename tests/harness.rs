@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
 
 #[test]
 fn decodes_proc_net_addresses() {
@@ -156,9 +157,12 @@ fn bindprobe_holds_and_listens() {
 fn static_bind_is_static_and_binds() {
     let bin = static_bind();
     assert!(is_static_elf(bin), "{bin} has a PT_INTERP header");
-    if let Ok(out) = std::process::Command::new("file").arg(bin).output() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("statically linked"), "file says: {text}");
+    match std::process::Command::new("file").arg(bin).output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("statically linked"), "file says: {text}");
+        }
+        Err(e) => skip(&format!("cannot run file(1): {e}: its view is not checked")),
     }
     assert!(
         !is_static_elf("/bin/sh"),
@@ -183,4 +187,80 @@ fn guard_kills_the_whole_tree() {
             .all(|&p| !matches!(proc_state(p), Some(s) if s != 'Z'))),
         "descendants {tree:?} survived"
     );
+}
+
+/// The switch (tests/common/mod.rs): without FORCE_BIND_REQUIRE=all a skip passes
+/// and says so in one `SKIPPED` line, even when libtest captures the output; with
+/// it, or with any other value, the skip fails with its reason. The old-kernel engine
+/// is unavailable when its wrapper's source is missing. The test runs its own binary
+/// again, as a child that only skips (`SKIP_AS` says for want of what).
+#[test]
+fn a_skip_fails_under_force_bind_require_all() {
+    const TEST: &str = "a_skip_fails_under_force_bind_require_all";
+    const SKIP_AS: &str = "FORCE_BIND_TEST_SKIP_AS";
+    const NO_OLDKERNEL_C: &str = "/nonexistent/oldkernel.c";
+    match std::env::var(SKIP_AS).as_deref() {
+        Ok("made-up") => return skip("a prerequisite this test makes up"),
+        Ok("old-kernel") => match Engine::OldKernel.unavailable() {
+            Some(why) => return skip(&why),
+            None => panic!("the old-kernel engine is available"),
+        },
+        _ => {}
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let child = |lacks: &str, env: &[(&str, &str)]| {
+        let mut cmd = command(exe.to_str().expect("utf-8 path"), &["--exact", TEST]);
+        cmd.env_remove(REQUIRE)
+            .env(SKIP_AS, lacks)
+            .env("FORCE_BIND_OLDKERNEL_C", NO_OLDKERNEL_C)
+            .envs(env.iter().copied());
+        run(cmd)
+    };
+    let skip_lines = |f: &Finished| -> Vec<String> {
+        f.stderr_lines()
+            .into_iter()
+            .filter(|l| l.contains("SKIPPED"))
+            .map(String::from)
+            .collect()
+    };
+    assert!(!Path::new(NO_OLDKERNEL_C).exists());
+
+    // Without the switch (CI=true alone is not it): a pass that says it skipped.
+    for env in [&[][..], &[("CI", "true")]] {
+        let f = child("made-up", env);
+        assert_eq!(f.code(), Some(0), "{env:?}: a skip passes\n{f}");
+        assert_eq!(
+            skip_lines(&f),
+            [format!("SKIPPED {TEST}: a prerequisite this test makes up")],
+            "{f}"
+        );
+    }
+    let f = child("old-kernel", &[]);
+    assert_eq!(f.code(), Some(0), "{f}");
+    assert_eq!(
+        skip_lines(&f),
+        [format!(
+            "SKIPPED {TEST}: {NO_OLDKERNEL_C} not found (the shared VM tools; \
+             set FORCE_BIND_OLDKERNEL_C to its oldkernel.c)"
+        )],
+        "{f}"
+    );
+
+    // With it, or a misspelt one: a failure that says why, and no SKIPPED line.
+    for (lacks, why) in [
+        ("made-up", "a prerequisite this test makes up"),
+        ("old-kernel", "/nonexistent/oldkernel.c not found"),
+    ] {
+        for value in ["all", "1"] {
+            let f = child(lacks, &[(REQUIRE, value)]);
+            assert_eq!(
+                f.code(),
+                Some(101),
+                "{REQUIRE}={value}: the skip must fail\n{f}"
+            );
+            let said = format!("{}{}", f.stdout, f.stderr);
+            assert!(said.contains(why), "{REQUIRE}={value}: the reason\n{f}");
+            assert_eq!(skip_lines(&f), Vec::<String>::new(), "{f}");
+        }
+    }
 }

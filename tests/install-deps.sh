@@ -10,7 +10,8 @@
 set -eu
 
 packages="netcat-openbsd socat ncat systemd gcc gcc-multilib libc6-dev python3 iproute2
-    util-linux man-db nginx-light memcached dnsmasq-base golang-go nodejs"
+    util-linux man-db nginx-light memcached dnsmasq-base golang-go nodejs file
+    linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross"
 
 missing=
 for p in $packages; do

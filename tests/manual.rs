@@ -69,11 +69,12 @@ fn man_page_renders_with_every_option() {
         assert_eq!(f.stderr.trim(), "", "man/groff warnings:\n{f}");
         f.stdout
     } else if which("groff") {
+        skip("no man (man-db): rendered with groff, without man's warnings check");
         let f = run(command("groff", &["-man", "-Tutf8", "-ww", page]));
         f.assert_success();
         f.stdout
     } else {
-        eprintln!("neither man nor groff here: checking the roff source only");
+        skip("neither man nor groff: the page is not rendered, only its roff source checked");
         roff.replace("\\-", "-")
     };
     // Minus signs may be typeset as U+2212; backspace overstrikes mark bold.
@@ -110,8 +111,7 @@ fn completions_name_every_option() {
 #[test]
 fn bash_completes_options_and_engines() {
     if !which("bash") {
-        eprintln!("SKIPPED bash_completes_options_and_engines: no bash");
-        return;
+        return skip("no bash");
     }
     let script = tmp_path("force-bind.bash");
     fs::write(&script, generated(&["--completions", "bash"])).unwrap();

@@ -126,15 +126,6 @@ fn netns_unavailable() -> Option<String> {
     .clone()
 }
 
-macro_rules! require_netns {
-    ($name:literal) => {
-        if let Some(why) = netns_unavailable() {
-            eprintln!("SKIPPED {}: {why}", $name);
-            return;
-        }
-    };
-}
-
 /// `unshare -n sh -c 'ip link set lo up; SETUP...; exec "$@"' sh ARGS...`: ARGS run
 /// in a new network namespace with loopback up, after the SETUP shell commands.
 /// `exec` keeps the PID, so the returned Proc's PID is ARGS' own.
@@ -222,7 +213,9 @@ fn shell_words_split_like_sh() {
 /// Recipe: a systemd service that binds 0.0.0.0, pinned to 127.0.0.1.
 #[test]
 fn service_pinned_to_loopback() {
-    require_netns!("service_pinned_to_loopback");
+    if let Some(why) = netns_unavailable() {
+        return skip(&why);
+    }
     let unit = repo_file("packaging/systemd/webapp-localhost.service");
     let server = in_new_netns(&[], &exec_start(&unit));
     let want = v4("127.0.0.1", 8000);
@@ -239,7 +232,9 @@ fn service_pinned_to_loopback() {
 /// socket unit's ListenStream= and FileDescriptorName=.
 #[test]
 fn socket_activated_service() {
-    require_netns!("socket_activated_service");
+    if let Some(why) = netns_unavailable() {
+        return skip(&why);
+    }
     let socket = repo_file("packaging/systemd/webapp-activated.socket");
     let service = repo_file("packaging/systemd/webapp-activated.service");
     let listen = unit_value(&socket, "ListenStream");
@@ -303,7 +298,9 @@ fn container_recipe() -> (Vec<String>, Vec<String>) {
 /// with a dummy interface carrying an fd00::/8 address and a 127.0.0.0/8 one.
 #[test]
 fn container_service_pinned_to_ula() {
-    require_netns!("container_service_pinned_to_ula");
+    if let Some(why) = netns_unavailable() {
+        return skip(&why);
+    }
     let (mut setup, command_line) = container_recipe();
     assert!(
         setup.iter().any(|l| l.contains("type dummy")) && setup.iter().any(|l| l.contains("fd00:")),
@@ -395,7 +392,7 @@ fn ci_job_on_an_old_distribution() {
 
     for engine in [Engine::Ptrace, Engine::OldKernel] {
         if let Some(why) = engine.unavailable() {
-            eprintln!("SKIPPED ci_job_on_an_old_distribution ({engine:?}): {why}");
+            skip(&format!("{engine:?}: {why}"));
             continue;
         }
         // The line's own -p is kept; the OldKernel variant only adds the wrapper.

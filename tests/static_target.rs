@@ -9,9 +9,12 @@ use common::*;
 fn static_bind_is_really_static() {
     let bin = static_bind();
     assert!(is_static_elf(bin), "{bin} has a PT_INTERP program header");
-    if let Ok(out) = std::process::Command::new("file").arg(bin).output() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("statically linked"), "file(1) says: {text}");
+    match std::process::Command::new("file").arg(bin).output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("statically linked"), "file(1) says: {text}");
+        }
+        Err(e) => skip(&format!("cannot run file(1): {e}: its view is not checked")),
     }
 }
 

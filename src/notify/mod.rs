@@ -7,7 +7,6 @@
 // trapped bind fails: nothing goes through unchecked.
 
 mod bind;
-mod listen;
 mod listener;
 mod supervisor;
 

@@ -214,8 +214,7 @@ impl Supervisor<'_> {
             return Err(Errno::ENOSYS);
         };
         match trapped.call {
-            Call::Bind => self.on_bind(n, trapped),
-            Call::Listen => self.on_listen(n, trapped),
+            Call::Bind | Call::Listen => self.on_call(n, trapped),
             Call::IoUringSetup => {
                 let pid = nix::unistd::Pid::from_raw(n.pid);
                 crate::log::emit_simple(
@@ -246,19 +245,5 @@ impl Supervisor<'_> {
             a.emit(added.map(|_| crate::target::own_local_addr(inherited)));
         }
         added.map(|_| Response::Return(0))
-    }
-
-    /// The first three arguments of a trapped call: as the kernel reported them, or
-    /// from the u32 array socketcall(2) points at (read once).
-    pub fn call_args(&self, n: &Notification, trapped: Trapped) -> Result<[u64; 3], Errno> {
-        if !trapped.via_socketcall {
-            return Ok([n.args[0], n.args[1], n.args[2]]);
-        }
-        let mut words = [0u8; 12];
-        crate::memory::read(nix::unistd::Pid::from_raw(n.pid), n.args[1], &mut words)
-            .map_err(|_| Errno::EFAULT)?;
-        let word =
-            |i: usize| u32::from_ne_bytes(words[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
-        Ok([word(0), word(1), word(2)])
     }
 }

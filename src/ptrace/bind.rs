@@ -14,10 +14,11 @@ use super::tracer::{Fixup, Query, SocketFacts, Tracer};
 use crate::arch::{AbiKind, Arch, Native, Reg};
 use crate::event::{Action, Call};
 use crate::filter::Trapped;
+use crate::handler::{self, Answer, Context, Trap};
 use crate::log::{self, Announcement, Later, debug, warn};
 use crate::memory;
 use crate::policy::{BindRequest, Decision, Purpose, SocketKind};
-use crate::sidebind::{self, Finish, Socket};
+use crate::sidebind;
 use crate::sockaddr::{self, Decoded, SOCKADDR_MAX_LEN};
 use crate::target;
 
@@ -74,7 +75,56 @@ impl Tracer<'_> {
         Ok([0, 1, 2].map(|i| get(regs, Reg::arg(t.abi, i))))
     }
 
-    pub fn on_bind(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
+    /// A trapped bind or listen. Where the kernel has pidfd_getfd (5.6+) the
+    /// engine-neutral handler does it on force-bind's copy of the socket and the
+    /// syscall is skipped with its result; before, the registers carry it out.
+    pub fn on_call(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
+        if !self.has_pidfd_getfd {
+            return match t.call {
+                Call::Listen => self.on_listen_before_5_6(pid, t),
+                _ => self.on_bind_before_5_6(pid, t),
+            };
+        }
+        let regs = crate::arch::read_regs(pid)?;
+        let ctx = Context {
+            policy: self.policy,
+            limits: self.limits,
+            pidfds: &self.pidfds,
+            inherited_inodes: &self.inherited_inodes,
+        };
+        // A thread in a ptrace stop cannot go away from under us.
+        let still_waiting = || Ok(());
+        let trap = Trap {
+            pid,
+            trapped: t,
+            args: [0, 1, 2].map(|i| get(&regs, Reg::arg(t.abi, i))),
+            still_waiting: &still_waiting,
+        };
+        match handler::handle(&ctx, &trap) {
+            Answer::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
+            Answer::Return(Err(e)) => self.skip(pid, regs, e, None),
+            Answer::Replace {
+                fd,
+                inherited,
+                cloexec,
+                announcement,
+            } => self.replace(
+                pid,
+                regs,
+                t,
+                fd,
+                inherited,
+                cloexec,
+                announcement.map(Later::Bind),
+            ),
+            // The socket's family is fixed and never IP, but the descriptor number
+            // is not: the kernel gets the checked bytes, and never IP ones.
+            Answer::NotIp { fd, bytes } => self.bind_copy(pid, regs, t, fd, &bytes, None),
+        }
+    }
+
+    /// bind() before 5.6, without a copy of the socket.
+    fn on_bind_before_5_6(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
         let regs = crate::arch::read_regs(pid)?;
         let [fd, addr_ptr, len] = match self.call_args(pid, &regs, t) {
             Ok(args) => args,
@@ -83,54 +133,21 @@ impl Tracer<'_> {
         let fd = fd as i32;
         let mut buf = [0u8; SOCKADDR_MAX_LEN];
         let read = |b: &mut [u8]| memory::read(pid, addr_ptr, b);
-        if !self.has_pidfd_getfd {
-            // bind(2)'s own order: a descriptor that is not an open socket fails
-            // first, whatever the address. Answered here, not by letting the call
-            // run: another thread could put a socket at that number in between.
-            if target::socket_inode(pid, fd).is_none() {
-                let errno = if target::fd_exists(pid, fd) {
-                    Errno::ENOTSOCK
-                } else {
-                    Errno::EBADF
-                };
-                return self.skip(pid, regs, errno, None);
-            }
-            return match sidebind::read_sockaddr(len, read, &mut buf) {
-                Ok(len) => self.bind_with_registers(pid, regs, t, fd, &buf[..len]),
-                Err(e) => self.skip(pid, regs, e, None),
+        // bind(2)'s own order: a descriptor that is not an open socket fails first,
+        // whatever the address. Answered here, not by letting the call run: another
+        // thread could put a socket at that number in between.
+        if target::socket_inode(pid, fd).is_none() {
+            let errno = if target::fd_exists(pid, fd) {
+                Errno::ENOTSOCK
+            } else {
+                Errno::EBADF
             };
+            return self.skip(pid, regs, errno, None);
         }
-        // bind(2)'s own order: the descriptor, then the length, then the memory.
-        let socket = match Socket::take(&self.pidfds, pid, fd) {
-            Ok(socket) => socket,
-            Err(e) => return self.skip(pid, regs, e, None),
-        };
-        if !socket.is_ip() {
-            let len = match sidebind::read_sockaddr(len, read, &mut buf) {
-                Ok(len) => len,
-                Err(e) => return self.skip(pid, regs, e, None),
-            };
-            // The socket's family is fixed and never IP, but the descriptor number
-            // is not: the kernel must get the checked bytes, and never IP ones.
-            return match sidebind::foreign_bytes(&socket, &buf[..len]) {
-                Some(errno) => self.skip(pid, regs, errno, None),
-                None => self.bind_copy(pid, regs, t, fd, &buf[..len], None),
-            };
+        match sidebind::read_sockaddr(len, read, &mut buf) {
+            Ok(len) => self.bind_with_registers(pid, regs, t, fd, &buf[..len]),
+            Err(e) => self.skip(pid, regs, e, None),
         }
-        let len = match sidebind::read_sockaddr(len, read, &mut buf) {
-            Ok(len) => len,
-            Err(e) => return self.skip(pid, regs, e, None),
-        };
-        let finish = sidebind::bind(
-            self.policy,
-            self.limits,
-            Call::Bind,
-            pid,
-            fd,
-            &socket,
-            &buf[..len],
-        );
-        self.finish(pid, regs, t, fd, finish)
     }
 
     /// The pre-5.6 path: the decision carried out by changing the call's arguments.
@@ -310,37 +327,6 @@ impl Tracer<'_> {
         self.apply(pid, regs, &changed, Fixup::RestoreArgs, report)
     }
 
-    /// Carries a side-bind's outcome into the stopped thread: the call returns its
-    /// result, or a replacement becomes dup2 in the thread.
-    fn finish(
-        &mut self,
-        pid: Pid,
-        regs: Regs,
-        t: Trapped,
-        fd: i32,
-        finish: Finish,
-    ) -> Result<Restart, Errno> {
-        match finish {
-            Finish::Return(Ok(())) => self.skip_with(pid, regs, 0, None),
-            Finish::Return(Err(e)) => self.skip(pid, regs, e, None),
-            Finish::Replace {
-                inherited,
-                cloexec,
-                announcement,
-            } => self.replace(
-                pid,
-                regs,
-                t,
-                fd,
-                inherited,
-                cloexec,
-                announcement.map(Later::Bind),
-            ),
-            // Callers let non-IP sockets through before: refuse rather than run it.
-            Finish::NotIp => self.skip(pid, regs, Errno::EPERM, None),
-        }
-    }
-
     /// Turns the call into dup2(inherited, fd) (dup3 where there is no dup2 or the
     /// descriptor must keep FD_CLOEXEC), which runs in the program, so the program
     /// must still have our inherited socket at that number.
@@ -391,11 +377,11 @@ impl Tracer<'_> {
         self.apply(pid, regs, &changed, Fixup::ReplacedBind, report)
     }
 
-    /// listen(): with -L, a socket that is one of the inherited ones already listens
-    /// and the call is skipped (followed by inode, so a new socket that reuses the
-    /// number is listened normally). A socket nobody bound gets its implicit
-    /// 0.0.0.0:0 / [::]:0 bind judged like an explicit one (needs pidfd_getfd).
-    pub fn on_listen(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
+    /// listen() before 5.6: with -L, a socket that is one of the inherited ones
+    /// already listens and the call is skipped (followed by inode, so a new socket
+    /// that reuses the number is listened normally); a socket whose port-0 bind a
+    /// deny rule let through is judged by inode; anything else runs, watched.
+    fn on_listen_before_5_6(&mut self, pid: Pid, t: Trapped) -> Result<Restart, Errno> {
         let regs = crate::arch::read_regs(pid)?;
         let fd = match self.call_args(pid, &regs, t) {
             Ok([fd, ..]) => fd as i32,
@@ -408,8 +394,8 @@ impl Tracer<'_> {
             .find(|(_, ino)| Some(*ino) == inode)
         {
             debug!("pid {pid}: listen fd {fd} is inherited fd {inherited}");
-            let copy = self.watched_copy(pid, fd);
-            let (proto, local) = copy.unwrap_or_default();
+            let local = crate::target::own_local_addr(*inherited);
+            let proto = local.map(|_| crate::rule::Proto::Tcp);
             log::emit_simple(
                 pid,
                 Call::Listen,
@@ -420,73 +406,25 @@ impl Tracer<'_> {
             );
             return self.skip_with(pid, regs, 0, None);
         }
-        // Watched, not judged: the event waits for the result.
-        let watched = |this: &Self| match log::events_wanted() {
-            true => {
-                let (proto, local) = this.watched_copy(pid, fd).unwrap_or_default();
-                Some(Later::Watched {
-                    call: Call::Listen,
-                    fd,
-                    proto,
-                    local,
-                    inode,
-                })
-            }
-            false => None,
-        };
-        if !self.has_pidfd_getfd
-            && self.policy.judges_listen()
+        if self.policy.judges_listen()
             && let Some(inode) = inode
             && let Some(errno) =
                 sidebind::judge_listen_by_inode(self.policy, pid, fd, inode, SocketKind::TCP)
         {
             return self.skip(pid, regs, errno, None);
         }
-        if !self.policy.judges_listen() || !self.has_pidfd_getfd {
-            let watched = watched(self);
-            return Ok(match watched {
-                Some(later) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(later)),
-                None => Restart::Continue(0),
-            });
-        }
-        // The listen runs on our copy of the socket: another thread could put an
-        // unbound socket at this number between the check and the call.
-        let backlog = match self.call_args(pid, &regs, t) {
-            Ok([_, backlog, _]) => backlog as i32,
-            Err(e) => return self.skip(pid, regs, e, None),
-        };
-        let socket = match Socket::take(&self.pidfds, pid, fd) {
-            Ok(socket) => socket,
-            Err(e) => return self.skip(pid, regs, e, None),
-        };
-        match sidebind::judge_listen(self.policy, self.limits, pid, fd, &socket) {
-            None | Some(Finish::Return(Ok(()))) | Some(Finish::NotIp) => {}
-            // Refused; or the inherited socket, which already listens, takes its place.
-            Some(other) => return self.finish(pid, regs, t, fd, other),
-        }
-        let listened = sidebind::listen(&socket, backlog);
-        let proto = Some(socket.kind.proto()).filter(|_| socket.is_ip());
-        let local = listened.map(|()| target::local_addr(&socket.sock).ok());
-        log::emit_simple(pid, Call::Listen, Some(fd), proto, Action::Allowed, local);
-        match listened {
-            Ok(()) => self.skip_with(pid, regs, 0, None),
-            Err(e) => self.skip(pid, regs, e, None),
-        }
-    }
-
-    /// For a listen that is only watched: the socket's protocol and address, from a
-    /// copy of it (5.6+), for the event line.
-    fn watched_copy(
-        &self,
-        pid: Pid,
-        fd: i32,
-    ) -> Option<(Option<crate::rule::Proto>, Option<std::net::SocketAddr>)> {
-        if !self.has_pidfd_getfd || !log::events_wanted() {
-            return None;
-        }
-        let socket = Socket::take(&self.pidfds, pid, fd).ok()?;
-        let proto = Some(socket.kind.proto()).filter(|_| socket.is_ip());
-        Some((proto, target::local_addr(&socket.sock).ok()))
+        // Watched, not judged: the event waits for the result.
+        let watched = log::events_wanted().then_some(Later::Watched {
+            call: Call::Listen,
+            fd,
+            proto: None,
+            local: None,
+            inode,
+        });
+        Ok(match watched {
+            Some(later) => self.expect_exit(pid, regs, Fixup::RestoreArgs, Some(later)),
+            None => Restart::Continue(0),
+        })
     }
 
     /// Refuses the call the thread is stopped in (EPERM).

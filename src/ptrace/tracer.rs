@@ -182,8 +182,7 @@ impl<'p> Tracer<'p> {
             Stop::Seccomp { pid } => {
                 let decided = match self.trapped_at(pid)? {
                     Stopped::At(t) => match t.call {
-                        Call::Bind => self.on_bind(pid, t),
-                        Call::Listen => self.on_listen(pid, t),
+                        Call::Bind | Call::Listen => self.on_call(pid, t),
                         Call::IoUringSetup => self.on_io_uring_setup(pid),
                     },
                     Stopped::NotOurs => Ok(Restart::Continue(0)),

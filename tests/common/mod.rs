@@ -3,6 +3,18 @@
 //! It starts force-bind (and the helper programs) as real processes, reads back what
 //! the kernel bound from `/proc/net/*` or the probe's `getsockname()` report, and makes
 //! sure nothing it started outlives the test. Every wait here is bounded in time.
+//!
+//! **Skips, and the one switch that forbids them.** A test whose prerequisite is
+//! missing here (a program, `gcc -m32`, root, namespaces, the `oldkernel` wrapper
+//! built from `../shared/tools/vm`, cargo-deb, a kernel feature) calls [`skip`]:
+//! without the switch it prints one line, `SKIPPED <test>: <why>`, on stderr and
+//! passes; with `FORCE_BIND_REQUIRE=all` in the environment it fails with the same
+//! reason. CI, which has every prerequisite (tests/install-deps.sh), sets the switch
+//! (`.ci/run`), so a green CI means every test ran. No other variable (not `CI`)
+//! changes this, and a value other than `all` fails a skip too, so that a misspelt
+//! switch cannot pass for "skips allowed". A test that does not apply to an engine
+//! at all (a limit of that engine, documented in the README) is not generated for
+//! it (`not for ENGINE` in [`engine_tests!`]) rather than skipped.
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +37,44 @@ pub mod servers;
 pub const WAIT: Duration = Duration::from_secs(10);
 /// Polling step for the bounded waits.
 pub const STEP: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// Skips
+// ---------------------------------------------------------------------------
+
+/// The switch (see the top of this file): `FORCE_BIND_REQUIRE=all` turns every skip
+/// into a failure.
+pub const REQUIRE: &str = "FORCE_BIND_REQUIRE";
+
+/// The running test cannot do what it is for here, because `why`. Under
+/// `FORCE_BIND_REQUIRE=all` this panics: the test fails, saying why. Otherwise it
+/// prints `SKIPPED <test>: <why>` (one line) on stderr, and the caller returns, or
+/// goes on without the part `why` names. `<test>` is the test's full name, which
+/// libtest gives the thread it runs the test on.
+#[track_caller]
+pub fn skip(why: &str) {
+    let current = thread::current();
+    let test = current.name().unwrap_or("this test");
+    match std::env::var(REQUIRE) {
+        Err(std::env::VarError::NotPresent) => {}
+        Ok(v) if v.is_empty() => {}
+        Ok(v) if v == "all" => panic!("{REQUIRE}=all, so {test} may not skip: {why}"),
+        Ok(v) => {
+            panic!("{REQUIRE}={v:?} is not `all` (its one value), and {test} would skip: {why}")
+        }
+        Err(e) => panic!("{REQUIRE}: {e}, and {test} would skip: {why}"),
+    }
+    let why: Vec<&str> = why
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // Written to the stderr stream itself, not with eprintln!, which libtest captures
+    // and shows only for a failed test: a skip is said even when the test passes. One
+    // write, so lines of tests running in parallel do not mix.
+    let line = format!("SKIPPED {test}: {}\n", why.join(" | "));
+    let _ = io::stderr().write_all(line.as_bytes());
+}
 
 // ---------------------------------------------------------------------------
 // Engines
@@ -75,7 +125,10 @@ impl Engine {
 
 /// Generates one `#[test]` per engine for each `fn name(engine: Engine) { ... }`,
 /// in modules named after the engine (`ptrace::name`, `notify::name`,
-/// `old_kernel::name`). Use it once per test file.
+/// `old_kernel::name`). Use it once per test file. An engine that cannot run here
+/// (`Engine::unavailable`) makes its tests [`skip`]. A test that does not apply to an
+/// engine by design says so, with the reason in its doc comment:
+/// `fn name(engine: Engine) not for OldKernel { ... }`; that engine has no such test.
 #[allow(unused_macros)]
 macro_rules! engine_tests {
     ($($tests:tt)*) => {
@@ -91,20 +144,14 @@ pub(crate) use engine_tests;
 #[allow(unused_macros)]
 macro_rules! engine_module {
     ($module:ident, $variant:ident,
-     $( $(#[$attr:meta])* fn $name:ident($engine:ident: Engine) $body:block )*) => {
+     $( $(#[$attr:meta])* fn $name:ident($engine:ident: Engine)
+        $(not for $($not:ident),+)? $body:block )*) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
             $(
-                $(#[$attr])*
-                #[test]
-                fn $name() {
-                    let $engine = $crate::common::Engine::$variant;
-                    if let Some(why) = $engine.unavailable() {
-                        eprintln!("SKIPPED {}: {why}", stringify!($name));
-                        return;
-                    }
-                    $body
+                $crate::common::engine_test! {
+                    $variant [$($($not)+)?] $(#[$attr])* fn $name($engine) $body
                 }
             )*
         }
@@ -112,6 +159,33 @@ macro_rules! engine_module {
 }
 #[allow(unused_imports)]
 pub(crate) use engine_module;
+
+/// One engine's test, or nothing when the engine is in the `[...]` list of engines
+/// the test is not for; see `engine_tests!`.
+#[allow(unused_macros)]
+macro_rules! engine_test {
+    (Ptrace [Ptrace $($rest:ident)*] $($test:tt)*) => {};
+    (Notify [Notify $($rest:ident)*] $($test:tt)*) => {};
+    (OldKernel [OldKernel $($rest:ident)*] $($test:tt)*) => {};
+    ($variant:ident [$other:ident $($rest:ident)*] $($test:tt)*) => {
+        // A misspelt engine would silently exclude nothing: name it, so it must exist.
+        const _: $crate::common::Engine = $crate::common::Engine::$other;
+        $crate::common::engine_test! { $variant [$($rest)*] $($test)* }
+    };
+    ($variant:ident [] $(#[$attr:meta])* fn $name:ident($engine:ident) $body:block) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            let $engine = $crate::common::Engine::$variant;
+            if let Some(why) = $engine.unavailable() {
+                return $crate::common::skip(&why);
+            }
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use engine_test;
 
 /// The `oldkernel` wrapper, built once from the company's shared VM tools (checked
 /// out beside this repository, as CI has them). Err says why it is not available.
