@@ -10,7 +10,7 @@
 // - A dual-stack `[::]` bind binds both families: rules of its own family (and
 //   family-less ones) are tried first, then the IPv4 rules as the 0.0.0.0 it also
 //   binds.
-// - A bind of port 0 asks for no service address: it is what connect() or sendto()
+// - A bind of port 0 (TCP, UDP, SCTP) asks for no service address: it is what connect() or sendto()
 //   would do on their own (Go's start-up probes of `[::1]:0` and
 //   `[::ffff:127.0.0.1]:0`, clients choosing a source address). Unless a rule's
 //   MATCH names port 0, it keeps port 0 when its address is rewritten (so probes do
@@ -256,11 +256,13 @@ impl Policy {
     }
 
     /// Whether a decision can depend on the socket's type and protocol (a protocol in a
-    /// MATCH, or an inherited socket that must fit): the engines then ask the kernel.
+    /// MATCH, an inherited socket that must fit, a deny, which leaves a port-0 bind of a
+    /// protocol with ports alone and picks ports out of a denied range): the engines
+    /// then ask the kernel.
     pub fn needs_kind(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.pattern.proto.is_some() || matches!(r.action, Action::Replace(_)))
+        self.rules.iter().any(|r| {
+            r.pattern.proto.is_some() || matches!(r.action, Action::Replace(_) | Action::Deny)
+        })
     }
 
     /// Whether the policy does anything to a wildcard bind on port 0, the address
@@ -387,8 +389,12 @@ impl Policy {
         intent: Intent,
         skipped: &mut Option<(&'a Rule, String)>,
     ) -> Option<Verdict<'a>> {
-        let ephemeral =
-            req.purpose == Purpose::Bind && req.addr.port() == 0 && !rule.pattern.names_port_zero();
+        // Only protocols with ports have an ephemeral one: a raw socket's bind to an
+        // address is all it binds.
+        let ephemeral = req.purpose == Purpose::Bind
+            && req.addr.port() == 0
+            && matches!(req.kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
+            && !rule.pattern.names_port_zero();
         let verdict = |decision| {
             Some(Verdict {
                 decision,

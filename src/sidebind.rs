@@ -210,19 +210,8 @@ pub fn bind(
         kind: *kind,
         purpose,
     };
-    let port_allowed = |port: u16| {
-        let mut at = addr;
-        at.set_port(port);
-        let verdict = policy.decide(&BindRequest {
-            addr: at,
-            ..request
-        });
-        !matches!(verdict.decision, Decision::Deny(_))
-    };
-    let choose: PortChoice = (addr.port() == 0
-        && matches!(kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
-        && policy.denies_some_ports(&request))
-    .then_some(&port_allowed);
+    let port_allowed = port_choice(policy, request);
+    let choose: PortChoice = port_allowed.as_ref().map(|f| f as &dyn Fn(u16) -> bool);
     let result = match &verdict.decision {
         Decision::Allow
             if verdict.judge_listen
@@ -375,18 +364,7 @@ fn bind_on_allowed_port(
     };
     /// Binds tried before giving up as the kernel does when the range is full.
     const TRIES: usize = 64;
-    let (low, high) = target::local_port_range();
-    let span = u32::from(high - low) + 1;
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-        % span;
-    // The kernel's range first, from a varying start; when the rules deny all of it,
-    // the unprivileged ports above and below it.
-    let ports = (0..span)
-        .map(|i| low + ((start + i) % span) as u16)
-        .chain(high.saturating_add(1)..=u16::MAX)
-        .chain(1024..low);
+    let ports = candidate_ports();
     for port in ports.filter(|p| *p != 0 && allowed(*p)).take(TRIES) {
         let mut at = to;
         at.set_port(port);
@@ -396,6 +374,44 @@ fn bind_on_allowed_port(
         }
     }
     Err(Errno::EADDRINUSE)
+}
+
+/// The ports to try for a bind whose port force-bind picks: the kernel's range
+/// first, from a varying start; when the rules deny all of it, the unprivileged ports
+/// above and below it.
+pub fn candidate_ports() -> impl Iterator<Item = u16> {
+    let (low, high) = target::local_port_range();
+    let span = u32::from(high - low) + 1;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % span;
+    (0..span)
+        .map(move |i| low + ((start + i) % span) as u16)
+        .chain(high.saturating_add(1)..=u16::MAX)
+        .chain(1024..low)
+}
+
+/// For a port-0 bind of `request` that a port-range deny could catch: whether the
+/// rules allow each port (force-bind then picks one); None to let the kernel pick.
+pub fn port_choice(policy: &Policy, request: BindRequest) -> Option<impl Fn(u16) -> bool + '_> {
+    let needed = request.addr.port() == 0
+        && matches!(request.kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
+        && policy.denies_some_ports(&request);
+    needed.then(move || {
+        move |port: u16| {
+            let mut at = request.addr;
+            at.set_port(port);
+            let verdict = policy.decide(&BindRequest {
+                addr: at,
+                ..request
+            });
+            // Only a rule that names ports refuses one: a deny of any port leaves a
+            // port-0 bind alone (policy.rs), whatever port it gets.
+            let names_ports = verdict.rule.is_some_and(|r| r.pattern.ports.is_some());
+            !(matches!(verdict.decision, Decision::Deny(_)) && names_ports)
+        }
+    })
 }
 
 /// Whether inherited socket `inherited` may take the place of the program's `fd`,

@@ -71,6 +71,13 @@ fn request(s: &str) -> BindRequest {
         "tcp" => (SocketKind::TCP, Purpose::Bind),
         "udp" => (SocketKind::UDP, Purpose::Bind),
         "listen" => (SocketKind::TCP, Purpose::Listen),
+        "raw" => (
+            SocketKind {
+                sock_type: libc::SOCK_RAW,
+                protocol: libc::IPPROTO_UDP,
+            },
+            Purpose::Bind,
+        ),
         other => panic!("bad kind {other}"),
     };
     let addr = words.next().unwrap().parse().unwrap();
@@ -156,6 +163,8 @@ fn decides_table() {
         (&["-m :0=deny"], "tcp 0.0.0.0:0", "deny", Some("-m :0=deny")),
         (&["-m :80=deny"], "tcp 0.0.0.0:0", "allow", None),
         (&["-d", "-m 127.0.0.1=allow"], "tcp 127.0.0.1:0", "allow", Some("-m 127.0.0.1=allow")),
+        // ... and only for protocols with ports: a raw socket's bind is its address.
+        (&["-d"], "raw 198.51.100.7:0", "deny", Some("-d")),
         // ... nor replaced by an inherited socket.
         (&["-b sd=0"], "tcp 0.0.0.0:0", "allow", None),
         (&["-b sd=0"], "tcp 0.0.0.0:80", "fd=3", Some("-b sd=0")),

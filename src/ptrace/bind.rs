@@ -232,12 +232,31 @@ impl Tracer<'_> {
             return self.bind_copy(pid, regs, t, fd, bytes, None);
         };
         let policy = self.policy;
-        let verdict = policy.decide(&BindRequest {
+        let request = BindRequest {
             addr,
             dual_stack,
             kind,
             purpose: Purpose::Bind,
-        });
+        };
+        let verdict = policy.decide(&request);
+        // A port-0 bind that a port-range deny could catch: the port is picked here
+        // (the kernel binds after the thread goes on, so a port in use gives the
+        // program EADDRINUSE, as a full range would).
+        let picked_port = match sidebind::port_choice(policy, request) {
+            None => None,
+            Some(allowed) => match sidebind::candidate_ports().find(|p| allowed(*p)) {
+                Some(port) => Some(port),
+                // Every port denied: as the kernel says of a full range.
+                None => return self.skip(pid, regs, Errno::EADDRINUSE, None),
+            },
+        };
+        let with_port = |to: std::net::SocketAddr| {
+            let mut to = to;
+            if let (0, Some(port)) = (to.port(), picked_port) {
+                to.set_port(port);
+            }
+            to
+        };
         log::warn_skipped(pid, Call::Bind, fd, addr, kind, &verdict);
         let mut announcement = Announcement::new(pid, Call::Bind, fd, addr, kind, &verdict);
         match verdict.decision {
@@ -253,10 +272,21 @@ impl Tracer<'_> {
                 let remembered = target::socket_inode(pid, fd)
                     .is_some_and(|inode| sidebind::remember_port_zero(inode, addr));
                 let report = announcement.map(Later::Bind);
+                let to = sockaddr::encode(&with_port(addr));
+                let bytes = if picked_port.is_some() {
+                    to.as_bytes()
+                } else {
+                    bytes
+                };
                 match remembered {
                     true => self.bind_copy(pid, regs, t, fd, bytes, report),
                     false => self.skip(pid, regs, Errno::EPERM, report),
                 }
+            }
+            Decision::Allow if picked_port.is_some() => {
+                let to = sockaddr::encode(&with_port(addr));
+                let report = announcement.map(Later::Bind);
+                self.bind_copy(pid, regs, t, fd, to.as_bytes(), report)
             }
             Decision::Allow => {
                 self.bind_copy(pid, regs, t, fd, bytes, announcement.map(Later::Bind))
@@ -269,6 +299,7 @@ impl Tracer<'_> {
                     .iter()
                     .find(|to| crate::diagnose::not_local_hint(pid, to.ip()).is_none())
                     .unwrap_or(&targets[0]);
+                let to = &with_port(*to);
                 if let Some(a) = announcement.as_mut() {
                     a.rewritten_to(*to);
                 }
