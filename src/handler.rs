@@ -2,8 +2,9 @@
 // (socketcall's array read once), force-bind's own copy of the socket, bind(2)'s
 // checks in the kernel's order, the decision and its outcome are all here; an engine
 // hands over the call as it trapped it and carries out the answer (the notify engine
-// as its response, the ptrace engine in the stopped thread's registers). Every branch
-// that "cannot happen" answers a denial.
+// as its response, the ptrace engine in the stopped thread's registers); the kernel
+// never runs a trapped bind in the program. Every branch that "cannot happen" answers
+// a denial.
 
 use std::os::fd::RawFd;
 
@@ -18,6 +19,9 @@ use crate::policy::Policy;
 use crate::sidebind::{self, Finish, Limits, Socket};
 use crate::sockaddr::SOCKADDR_MAX_LEN;
 use crate::target;
+
+/// <linux/socket.h>; not in the libc crate.
+const AF_SMC: i32 = 43;
 
 /// What every call needs from the engine's side, the same for all of its calls.
 pub struct Context<'a> {
@@ -55,10 +59,6 @@ pub enum Answer {
         cloexec: bool,
         announcement: Option<Announcement>,
     },
-    /// A bind on a socket that is not IP, with bytes that are not IP either: the
-    /// engine lets the kernel run it (its family is fixed, and AF_UNIX paths resolve in
-    /// the program's context). `bytes` are the ones checked.
-    NotIp { fd: RawFd, bytes: Vec<u8> },
 }
 
 impl Trap<'_> {
@@ -114,15 +114,23 @@ fn bind(ctx: &Context, trap: &Trap) -> Answer {
     if let Err(e) = (trap.still_waiting)() {
         return Answer::Return(Err(e));
     }
+    if socket.domain == AF_SMC {
+        // smc_bind() binds IPv4/IPv6 addresses on an inner TCP socket: an IP bind the
+        // policy would have to judge, and any bind of our copy would already be one.
+        log::warn!(
+            "pid {pid}: a bind on an AF_SMC socket is refused (force-bind does not judge SMC)"
+        );
+        return Answer::Return(Err(Errno::EPERM));
+    }
     if !socket.is_ip() {
-        // IP bytes on a socket that is not IP: the kernel's errno, from our copy, and
-        // never a run in the program (the descriptor could be an IP socket by then).
+        // IP bytes on a socket that is not IP: the kernel's errno, from our copy.
+        // Anything else is bound on our copy too, as the program would bind it (its
+        // root, cwd, umask, ids and capabilities: as_target.rs): the kernel never
+        // runs the call in the program, where another thread could have swapped in an
+        // IP socket and IP bytes by then.
         return match sidebind::foreign_bytes(&socket, bytes) {
             Some(errno) => Answer::Return(Err(errno)),
-            None => Answer::NotIp {
-                fd,
-                bytes: bytes.to_vec(),
-            },
+            None => Answer::Return(crate::as_target::bind_as_target(pid, &socket.sock, bytes)),
         };
     }
     let finish = sidebind::bind(

@@ -1,14 +1,17 @@
 //! force-bind: run a program and take control of its bind() calls.
 //!
 //! `run` wires the pieces: the command line (cli) becomes a policy (rule, with the
-//! inherited sockets from activation), an engine (notify or ptrace, chosen by engine)
-//! carries it out on the program, and force-bind leaves with the program's status
-//! (exit). The policy modules are public for the fuzz targets and benchmarks.
+//! inherited sockets from activation), the kernel's facts are asked once (kernel), an
+//! engine (notify or ptrace, chosen by engine on those facts) carries the policy out on
+//! the program, and force-bind leaves with the program's status or the engine's typed
+//! error (exit, spawn::RunError). The policy modules are public for the fuzz targets
+//! and benchmarks.
 
 #[path = "../arch/mod.rs"]
 mod arch;
 
 mod activation;
+mod as_target;
 mod cli;
 mod diagnose;
 mod engine;
@@ -16,6 +19,7 @@ pub mod event;
 mod exit;
 mod filter;
 mod handler;
+mod kernel;
 mod log;
 mod manual;
 mod memory;
@@ -33,6 +37,7 @@ use std::process::ExitCode;
 
 use cli::CliError;
 use log::warn;
+use spawn::RunError;
 
 const VERSION: &str = env!("FORCE_BIND_VERSION");
 
@@ -69,9 +74,11 @@ pub fn run() -> ExitCode {
     if let Some(what) = options.generate {
         return print_documentation(what);
     }
+    // Once, here: the engine choice and the engines only read these facts.
+    let kernel = kernel::Kernel::probe();
     if options.version {
         println!("force-bind {VERSION}");
-        println!("{}", engine::describe());
+        println!("{}", engine::describe(kernel));
         return ExitCode::SUCCESS;
     }
     if let Some(nsecs) = &options.ignored_timeout {
@@ -116,16 +123,13 @@ pub fn run() -> ExitCode {
 
     // The policy lives as long as the process; the notify engine's threads share it.
     let policy: &'static policy::Policy = Box::leak(Box::new(policy));
-    let result = engine::run(options.engine, policy, &mut program);
-    match result {
+    match engine::run(options.engine, kernel, policy, &mut program) {
         Ok(status) => exit::leave(status),
-        Err(e) => match e.downcast_ref::<spawn::SpawnError>() {
-            Some(spawn_error) => fail_spawn(spawn_error),
-            None => {
-                eprintln!("force-bind: {e:#}");
-                ExitCode::from(exit::INTERNAL as u8)
-            }
-        },
+        Err(RunError::Spawn(e)) => fail_spawn(&e),
+        Err(RunError::Engine(e)) => {
+            eprintln!("force-bind: {e:#}");
+            ExitCode::from(exit::INTERNAL as u8)
+        }
     }
 }
 

@@ -390,10 +390,13 @@ impl Policy {
         skipped: &mut Option<(&'a Rule, String)>,
     ) -> Option<Verdict<'a>> {
         // Only protocols with ports have an ephemeral one: a raw socket's bind to an
-        // address is all it binds.
+        // address is all it binds. An unknown kind (not asked: no rule depends on it,
+        // see needs_kind) is taken to have ports.
+        let has_ports = req.kind.sock_type == 0
+            || matches!(req.kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp);
         let ephemeral = req.purpose == Purpose::Bind
             && req.addr.port() == 0
-            && matches!(req.kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
+            && has_ports
             && !rule.pattern.names_port_zero();
         let verdict = |decision| {
             Some(Verdict {

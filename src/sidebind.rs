@@ -398,19 +398,17 @@ pub fn port_choice(policy: &Policy, request: BindRequest) -> Option<impl Fn(u16)
     let needed = request.addr.port() == 0
         && matches!(request.kind.proto(), Proto::Tcp | Proto::Udp | Proto::Sctp)
         && policy.denies_some_ports(&request);
-    needed.then(move || {
-        move |port: u16| {
-            let mut at = request.addr;
-            at.set_port(port);
-            let verdict = policy.decide(&BindRequest {
-                addr: at,
-                ..request
-            });
-            // Only a rule that names ports refuses one: a deny of any port leaves a
-            // port-0 bind alone (policy.rs), whatever port it gets.
-            let names_ports = verdict.rule.is_some_and(|r| r.pattern.ports.is_some());
-            !(matches!(verdict.decision, Decision::Deny(_)) && names_ports)
-        }
+    needed.then_some(move |port: u16| {
+        let mut at = request.addr;
+        at.set_port(port);
+        let verdict = policy.decide(&BindRequest {
+            addr: at,
+            ..request
+        });
+        // Only a rule that names ports refuses one: a deny of any port leaves a
+        // port-0 bind alone (policy.rs), whatever port it gets.
+        let names_ports = verdict.rule.is_some_and(|r| r.pattern.ports.is_some());
+        !(matches!(verdict.decision, Decision::Deny(_)) && names_ports)
     })
 }
 

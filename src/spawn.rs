@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use seccompiler::sock_filter;
 
@@ -37,6 +38,38 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
+
+impl SpawnError {
+    /// Why execve(2) of `name` failed, as a shell would say it.
+    pub fn at_exec(name: &OsStr, errno: Errno) -> SpawnError {
+        match errno {
+            Errno::ENOENT | Errno::ENOTDIR => SpawnError::NotFound(name.to_owned()),
+            e => SpawnError::NotExecutable(name.to_owned(), e),
+        }
+    }
+}
+
+/// Why a run ended without the program's own status: what an engine returns, decided
+/// where it is known (not downcast at the top), and how force-bind leaves for it.
+#[derive(Debug)]
+pub enum RunError {
+    /// The program could not be executed (127 or 126, like a shell).
+    Spawn(SpawnError),
+    /// force-bind's own failure (125), with its context.
+    Engine(anyhow::Error),
+}
+
+impl From<SpawnError> for RunError {
+    fn from(e: SpawnError) -> Self {
+        RunError::Spawn(e)
+    }
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Engine(e)
+    }
+}
 
 /// The program, resolved and encoded for execve(2).
 pub struct Program {
@@ -126,7 +159,8 @@ fn resolve(name: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, SpawnError
     })
 }
 
-/// A started child, not yet known to have exec'd.
+/// A started child, not yet known to have exec'd, that an engine has taken charge of:
+/// from here on the engine's own wait loop reaps it.
 pub struct Child {
     pub pid: Pid,
     /// Read end of a close-on-exec pipe: EOF once exec succeeded, the errno if not.
@@ -140,6 +174,59 @@ impl Child {
         match nix::unistd::read(&self.exec_status, &mut buf) {
             Ok(4) => Some(Errno::from_raw(i32::from_ne_bytes(buf))),
             _ => None,
+        }
+    }
+}
+
+/// The child while an engine sets up around it. Every way out of the set-up but
+/// `hand_over` (an error, `?`, a fallback to another engine, a panic) drops it, and
+/// dropping it SIGKILLs and reaps the child: no half-started program runs on without
+/// its engine, and none is left a zombie.
+pub struct Starting(Option<Child>);
+
+impl Starting {
+    pub fn pid(&self) -> Pid {
+        self.child().pid
+    }
+
+    /// As `Child::exec_error`.
+    pub fn exec_error(&self) -> Option<Errno> {
+        self.child().exec_error()
+    }
+
+    /// The engine's wait loop takes over: from now on it reaps the child (and a later
+    /// kill could hit an unrelated process that reused the PID).
+    pub fn hand_over(mut self) -> Child {
+        self.0
+            .take()
+            .expect("a Starting holds its child until handed over")
+    }
+
+    fn child(&self) -> &Child {
+        self.0
+            .as_ref()
+            .expect("a Starting holds its child until handed over")
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            kill_and_reap(child.pid);
+        }
+    }
+}
+
+/// SIGKILLs `pid`, a child of ours not yet reaped, and waits until it is gone. Safe
+/// against PID reuse only because the PID stays ours until it is reaped here.
+pub fn kill_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return,
+            // A ptrace stop reported before the death (a traced child): wait on.
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return,
         }
     }
 }
@@ -159,7 +246,7 @@ pub fn forwarded_signals() -> SigSet {
 pub fn spawn(
     program: &mut Program,
     before_exec: impl FnOnce() -> Result<(), Errno>,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<Starting> {
     let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -210,11 +297,12 @@ pub fn spawn(
         }
         ForkResult::Parent { child } => {
             drop(status_write);
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None).context("sigprocmask")?;
-            Ok(Child {
+            let started = Starting(Some(Child {
                 pid: child,
                 exec_status: status_read,
-            })
+            }));
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None).context("sigprocmask")?;
+            Ok(started)
         }
     }
 }

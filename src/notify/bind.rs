@@ -5,7 +5,7 @@
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-use super::listener::{Notification, Response, let_kernel_continue};
+use super::listener::{Notification, Response};
 use super::supervisor::Supervisor;
 use crate::filter::Trapped;
 use crate::handler::{self, Answer, Context, Trap};
@@ -33,13 +33,6 @@ impl Supervisor<'_> {
                 cloexec,
                 announcement,
             } => self.install(n, fd, inherited, cloexec, announcement),
-            // SAFETY: the socket's own family is fixed at creation and is not IP, and
-            // the address checked is not IP either, so the kernel binds it within that
-            // family (AF_UNIX paths depend on the target's cwd and root: the kernel
-            // must resolve them in the target, not here). Left open: another thread
-            // that swaps both the descriptor for an IP socket and the address for an
-            // IP one before the kernel reads them again (README, Security model).
-            Answer::NotIp { .. } => Ok(unsafe { let_kernel_continue() }),
         }
     }
 }

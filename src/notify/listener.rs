@@ -18,27 +18,13 @@ pub struct Notification {
     pub args: [u64; 6],
 }
 
-/// The answer to a notification. `Continue` lets the kernel run the syscall as the
-/// target asked, re-reading its memory: only `unsafe` code may build it (see
-/// `let_kernel_continue`), so every use states why no check is being bypassed.
+/// The answer to a notification. There is no "continue": every trapped call is done
+/// on force-bind's side (handler.rs), so the kernel never re-reads the target's
+/// memory or descriptors after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Response {
     /// The syscall returns this value (0 for bind and listen).
     Return(i64),
-    Continue(ContinueToken),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContinueToken(());
-
-/// SECCOMP_USER_NOTIF_FLAG_CONTINUE.
-///
-/// # Safety
-/// The kernel will run the syscall with arguments and memory as they are when it
-/// resumes, not as they were checked: call only where nothing the policy decides
-/// depends on them.
-pub unsafe fn let_kernel_continue() -> Response {
-    Response::Continue(ContinueToken(()))
 }
 
 /// The receive buffer, in 8-byte words: the kernel's struct seccomp_notif must fit.
@@ -135,7 +121,6 @@ impl Listener {
     pub fn respond(&self, id: u64, answer: Result<Response, Errno>) -> Result<(), Errno> {
         let (val, error, flags) = match answer {
             Ok(Response::Return(v)) => (v, 0, 0),
-            Ok(Response::Continue(_)) => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
             Err(e) => (0, -(e as i32), 0),
         };
         let resp = libc::seccomp_notif_resp {

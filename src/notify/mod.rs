@@ -15,16 +15,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
 use nix::sys::socket;
 use nix::unistd::Pid;
 
 use crate::arch::Native;
 use crate::exit::Status;
 use crate::filter::{self, Trap, Traps};
+use crate::kernel::Kernel;
 use crate::log::debug;
 use crate::policy::Policy;
-use crate::spawn::{self, Program, SpawnError};
+use crate::spawn::{self, Program, RunError, SpawnError};
 use listener::Listener;
 use supervisor::Supervisor;
 
@@ -34,24 +34,31 @@ use supervisor::Supervisor;
 pub struct Unavailable(pub String);
 
 pub enum Error {
+    /// Another engine may run the program instead.
     Unavailable(Unavailable),
-    Fatal(anyhow::Error),
+    /// The run failed, as any engine's can.
+    Run(RunError),
 }
 
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
-        Error::Fatal(e)
+        Error::Run(RunError::Engine(e))
     }
 }
 
-fn unavailable(child: Pid, reason: String) -> Error {
-    // The child has not exec'd: nothing of the program has run.
-    let _ = kill(child, Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(child, None);
-    Error::Unavailable(Unavailable(reason))
+impl From<SpawnError> for Error {
+    fn from(e: SpawnError) -> Self {
+        Error::Run(RunError::Spawn(e))
+    }
 }
 
-pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Error> {
+/// Runs `program` under the notify engine until it and every descendant are gone.
+/// `kernel` has user notification and pidfd_getfd (engine.rs checked).
+pub fn run(
+    policy: &'static Policy,
+    kernel: Kernel,
+    program: &mut Program,
+) -> Result<Status, Error> {
     // Descendants that outlive their parent (daemons) are reparented to us, so we can
     // wait for the last one as the ptrace engine does.
     // SAFETY: prctl with integer arguments.
@@ -70,25 +77,23 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     .context("cannot create a socket pair")?;
     let handoff_fd = theirs.as_raw_fd();
 
+    // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal signal
+    // interrupts the target, so a bind is never done twice.
+    let killable_wait = kernel.wait_killable_recv;
+    let listener_flags = if killable_wait {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+    } else {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    };
+
+    // Dropped on any way out before `hand_over`, it kills and reaps the child.
     let child = spawn::spawn(program, || {
-        // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal
-        // signal interrupts the target, so a bind is never done twice.
-        let listener_flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
         let mut handoff = Handoff {
             errno: 0,
-            killable: 1,
             add_fd: 0,
             sync_wake_up: 0,
         };
-        let all_flags = listener_flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
-        let listener = match spawn::install_filter(&bpf, all_flags) {
-            Err(Errno::EINVAL) => {
-                handoff.killable = 0;
-                spawn::install_filter(&bpf, listener_flags)
-            }
-            other => other,
-        };
-        match listener {
+        match spawn::install_filter(&bpf, listener_flags) {
             Ok(fd) => {
                 handoff.add_fd = listener::has_add_fd(fd) as i32;
                 handoff.sync_wake_up = (sync_wake_up && listener::prefer_sync_wake_up(fd)) as i32;
@@ -110,33 +115,28 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     })?;
     drop(theirs);
 
-    let (handoff, listener_fd) = match receive_handoff(&ours) {
-        Some(received) => received,
-        None => {
-            return Err(Error::Fatal(anyhow::anyhow!(
-                "the program's process died while starting"
-            )));
-        }
+    let Some((handoff, listener_fd)) = receive_handoff(&ours) else {
+        return Err(anyhow::anyhow!("the program's process died while starting").into());
     };
+    // Unavailable: the child has not exec'd, nothing of the program has run, and
+    // dropping `child` kills it before another engine starts the program anew.
     let listener = match (handoff.errno, listener_fd) {
         // The program may be running already: no falling back from here on.
-        (0, Some(fd)) => Listener::new(fd)
-            .map_err(|e| Error::Fatal(anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}")))?,
+        (0, Some(fd)) => {
+            Listener::new(fd).map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?
+        }
         (errno, _) => {
             let errno = Errno::from_raw(errno);
-            return Err(unavailable(
-                child.pid,
-                format!("cannot install a seccomp listener: {errno}"),
-            ));
+            return Err(Error::Unavailable(Unavailable(format!(
+                "cannot install a seccomp listener: {errno}"
+            ))));
         }
     };
     if handoff.add_fd == 0 {
-        return Err(unavailable(
-            child.pid,
+        return Err(Error::Unavailable(Unavailable(
             "no SECCOMP_IOCTL_NOTIF_ADDFD (Linux 5.9)".into(),
-        ));
+        )));
     }
-    let killable_wait = handoff.killable != 0;
     debug!(
         "notify engine: listener fd {}; WAIT_KILLABLE_RECV: {killable_wait}; SYNC_WAKE_UP: {}",
         listener.raw(),
@@ -145,20 +145,13 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
     Arc::new(Supervisor::new(policy, listener, killable_wait))
         .start()
         .context("cannot start the supervisor thread")?;
-    crate::exit::forward_signals_to(child.pid).context("cannot install signal handlers")?;
-    // Only close+execve remain in the child: this read ends at exec or its failure.
+    crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
+    // Only close+execve remain in the child: this read ends at exec or its failure
+    // (the child has exited then; dropping `child` reaps it).
     if let Some(errno) = child.exec_error() {
-        let _ = nix::sys::wait::waitpid(child.pid, None);
-        let name = program.name().to_owned();
-        return Err(Error::Fatal(
-            match errno {
-                Errno::ENOENT | Errno::ENOTDIR => SpawnError::NotFound(name),
-                e => SpawnError::NotExecutable(name, e),
-            }
-            .into(),
-        ));
+        return Err(SpawnError::at_exec(program.name(), errno).into());
     }
-    Ok(reap(child.pid))
+    Ok(reap(child.hand_over().pid))
 }
 
 /// What the child tells the supervisor along with the listener.
@@ -167,7 +160,6 @@ pub fn run(policy: &'static Policy, program: &mut Program) -> Result<Status, Err
 struct Handoff {
     /// Why no listener could be installed (EBUSY in some containers), else 0.
     errno: i32,
-    killable: i32,
     add_fd: i32,
     sync_wake_up: i32,
 }

@@ -117,9 +117,6 @@ impl Tracer<'_> {
                 cloexec,
                 announcement.map(Later::Bind),
             ),
-            // The socket's family is fixed and never IP, but the descriptor number
-            // is not: the kernel gets the checked bytes, and never IP ones.
-            Answer::NotIp { fd, bytes } => self.bind_copy(pid, regs, t, fd, &bytes, None),
         }
     }
 

@@ -14,14 +14,14 @@ use std::os::fd::AsRawFd;
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::pipe2;
 
 use crate::arch::Native;
 use crate::exit::Status;
 use crate::filter::{self, Trap, Traps};
+use crate::kernel::Kernel;
 use crate::policy::Policy;
-use crate::spawn::{self, Program, SpawnError};
+use crate::spawn::{self, Program, RunError, SpawnError};
 
 /// PTRACE_O_*: follow every thread and child, see exec, and (EXITKILL) take the
 /// program down with us if force-bind dies: no bind then escapes the policy.
@@ -34,37 +34,53 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESECCOMP
     | libc::PTRACE_O_EXITKILL;
 
 /// Runs `program` under the ptrace engine until it and every descendant are gone.
-pub fn run(policy: &Policy, program: &mut Program) -> anyhow::Result<Status> {
+pub fn run(policy: &Policy, kernel: Kernel, program: &mut Program) -> Result<Status, RunError> {
     let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Trace));
 
     // The child waits on `go` until it is seized: a RET_TRACE with no tracer attached
     // fails the syscall with ENOSYS instead of stopping.
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let go_fd = go_read.as_raw_fd();
+    // Dropped on any way out before `hand_over`, it kills and reaps the child.
     let child = spawn::spawn(program, || {
         spawn::wait_for_byte(go_fd)?;
         spawn::install_filter(&bpf, 0).map(drop)
     })?;
     drop(go_read);
-    // SAFETY: PTRACE_SEIZE takes the options as data, no pointers.
-    let seized = Errno::result(unsafe {
-        libc::ptrace(libc::PTRACE_SEIZE, child.pid.as_raw(), 0, OPTIONS as usize)
-    });
-    if let Err(e) = seized {
-        let _ = kill(child.pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(child.pid, None);
-        return Err(e).context("cannot trace the program (PTRACE_SEIZE); is ptrace forbidden here (Yama, a container's seccomp profile)?");
-    }
+    seize(child.pid())
+        .context("cannot trace the program (PTRACE_SEIZE); is ptrace forbidden here (Yama, a container's seccomp profile)?")?;
     nix::unistd::write(&go_write, b"g").context("cannot start the program")?;
     drop(go_write);
-    crate::exit::forward_signals_to(child.pid).context("cannot install signal handlers")?;
+    crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
 
-    match tracer::Tracer::new(policy, child.pid).run(&child)? {
+    // The tracer's wait loop reaps every tracee, the child too.
+    let child = child.hand_over();
+    match tracer::Tracer::new(policy, kernel, child.pid).run(&child)? {
         tracer::Outcome::Finished(status) => Ok(status),
-        tracer::Outcome::ExecFailed(errno) => Err(match errno {
-            Errno::ENOENT | Errno::ENOTDIR => SpawnError::NotFound(program.name().to_owned()),
-            e => SpawnError::NotExecutable(program.name().to_owned(), e),
+        tracer::Outcome::ExecFailed(errno) => {
+            Err(SpawnError::at_exec(program.name(), errno).into())
         }
-        .into()),
+    }
+}
+
+/// PTRACE_SEIZE on the child. force-bind is not dumpable (lib.rs) and the child
+/// inherits that until its first step after fork makes it dumpable again (spawn.rs),
+/// which may not have run yet: until then a seize by a force-bind without
+/// CAP_SYS_PTRACE fails with EPERM. So EPERM is tried again, for a bounded time.
+fn seize(pid: nix::unistd::Pid) -> Result<(), Errno> {
+    const TRIES: u32 = 1000;
+    let mut tries = 0;
+    loop {
+        // SAFETY: PTRACE_SEIZE takes the options as data, no pointers.
+        let seized = Errno::result(unsafe {
+            libc::ptrace(libc::PTRACE_SEIZE, pid.as_raw(), 0, OPTIONS as usize)
+        });
+        match seized {
+            Err(Errno::EPERM) if tries < TRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            other => return other.map(drop),
+        }
     }
 }

@@ -2,11 +2,12 @@
 // moved the seccomp stop after the syscall-enter-stop: since then PTRACE_SYSCALL from
 // a seccomp stop leads straight to the syscall-exit-stop; before, to the enter-stop
 // first. Not guessed from uname: a kernel with PTRACE_GET_SYSCALL_INFO (5.3+) is new
-// enough; older ones are probed once on a throw-away child, as strace does.
+// enough; older ones are probed once on a throw-away child, as strace does. Learnt by
+// the engine, not in kernel.rs: the answer needs a tracee at a seccomp stop, and only
+// kernels before 5.3 ever pay for the throw-away child, at the first call that needs it.
 
 use anyhow::{Context, bail};
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use super::stop::{Restart, Stop, event_message, restart};
@@ -67,9 +68,8 @@ pub fn seccomp_stop_ordering() -> anyhow::Result<StopOrdering> {
         }
         ForkResult::Parent { child } => {
             let result = observe(child, nr.getppid, nr.exit_group);
-            let _ = kill(child, Signal::SIGKILL);
-            // Reap it: the probe must not leave a zombie behind.
-            let _ = nix::sys::wait::waitpid(child, None);
+            // The probe must not leave a zombie behind.
+            crate::spawn::kill_and_reap(child);
             result
         }
     }

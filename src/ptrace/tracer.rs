@@ -15,6 +15,7 @@ use crate::arch::Native;
 use crate::arch::{Arch, read_regs, write_regs};
 use crate::exit::Status;
 use crate::filter::{Call, Trapped};
+use crate::kernel::Kernel;
 use crate::log::{debug, warn};
 use crate::policy::Policy;
 use crate::spawn::Child;
@@ -120,7 +121,7 @@ pub enum Outcome {
 }
 
 impl<'p> Tracer<'p> {
-    pub fn new(policy: &'p Policy, main: Pid) -> Self {
+    pub fn new(policy: &'p Policy, kernel: Kernel, main: Pid) -> Self {
         let inherited_inodes = crate::target::inodes_of(&policy.inherited.fds());
         Tracer {
             policy,
@@ -130,7 +131,7 @@ impl<'p> Tracer<'p> {
             main_status: None,
             main_exec_done: false,
             inherited_inodes,
-            has_pidfd_getfd: crate::engine::probe().pidfd_getfd,
+            has_pidfd_getfd: kernel.pidfd_getfd,
             facts: HashMap::new(),
             // A ptrace stop cannot be interrupted by a signal: no retried binds.
             limits: crate::sidebind::Limits::read(false),

@@ -200,7 +200,7 @@ pub fn in_namespaces_of(pid: i32, mount: bool, cmd: Command) -> Command {
 }
 
 /// `PROGRAM ARGS... CMD...` with CMD's environment changes and working directory.
-fn rewrap(program: &str, args: &[&str], cmd: Command) -> Command {
+pub fn rewrap(program: &str, args: &[&str], cmd: Command) -> Command {
     let mut outer = command(program, args);
     outer.arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
