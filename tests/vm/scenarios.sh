@@ -5,7 +5,8 @@
 # Each scenario runs under every engine: ptrace (-p), notify (--engine notify), auto
 # (which must pick notify on 5.10), and auto under `oldkernel --as 4.19` (an emulated
 # pre-5.0 kernel: auto must fall back to ptrace). It reads back what the kernel bound
-# from bindprobe's / static_bind's getsockname() report.
+# from bindprobe's / static_bind's getsockname() report. The same script runs in the
+# x86_64 and the aarch64 VM; on aarch64 it also runs arm32_bind, an AArch32 program.
 # Prints one line per check and a summary; exits 1 if any check failed.
 
 cd /vm || exit 125
@@ -141,6 +142,21 @@ scenarios() {
     expect "a socket of another family is skipped, and said so" 0 "skipped: no sd=0 socket is an IPv6 stream" \
         sd_activate_multi "tcp:127.0.0.1:$a" -- \
         "$@" -m ":$p=sd=0" bindprobe --family 6 --addr ::1 --port "$p"
+
+    if [ "$arch" = aarch64 ]; then
+        # AArch32, the compat ABI of an aarch64 kernel (i386's place on x86_64). A
+        # 64-bit tracer gets its registers in AArch32's own layout, not aarch64's.
+        next_port
+        expect "AArch32 program rewritten" 0 "^bound 4 127\.0\.0\.4:$p$" \
+            "$@" -b "127.0.0.4:$p" arm32_bind 127.0.0.1 "$p"
+        expect "AArch32 program denied" 1 "^error 1 " \
+            "$@" -d arm32_bind 127.0.0.1 "$p"
+        next_port
+        a=$p
+        next_port
+        expect "AArch32 program: fd=3 replaces its socket" 0 "^bound 4 127\.0\.0\.1:$a$" \
+            sd_activate 127.0.0.1 "$a" web "$@" -m ":$p=fd=3" arm32_bind 127.0.0.1 "$p"
+    fi
 }
 
 # The VM's root is its own: a hosts file for the host-name scenarios (no DNS: no
@@ -148,8 +164,15 @@ scenarios() {
 printf '192.0.2.10 web.internal\n127.0.0.3 web.internal\n::1 web.internal\n' > /etc/hosts
 printf 'hosts: files\n' > /etc/nsswitch.conf
 
-echo "kernel: $(uname -r)"
+arch=$(uname -m)
+echo "kernel: $(uname -r) ($arch)"
 force-bind -V | sed 's/^/  /'
+
+if [ "$arch" = aarch64 ]; then
+    engine_name=no-engine
+    expect "this kernel and CPU run AArch32 programs" 0 "^bound 4 127\.0\.0\.1:[0-9]+$" \
+        arm32_bind 127.0.0.1 0
+fi
 
 engine_name=ptrace
 scenarios force-bind -p
