@@ -65,10 +65,6 @@ int main(int argc, char **argv)
 		printf("listen ok local %s\n", local_of(s));
 	else
 		printf("listen error %d\n", errno);
-	printf("ready\n");
-	fflush(stdout);
-	char buf[64];
-	while (read(0, buf, sizeof buf) > 0)
-		;
+	ready_then_wait();
 	return 0;
 }

@@ -78,10 +78,6 @@ int main(int argc, char **argv)
 		else
 			printf("listen error %d\n", errno);
 	}
-	printf("ready\n");
-	fflush(stdout);
-	char buf[64];
-	while (read(0, buf, sizeof buf) > 0)
-		;
+	ready_then_wait();
 	return 0;
 }

@@ -1,14 +1,16 @@
 /*
- * attack_local.h: the one helper the attack programs share (tests/attacks.rs):
- * a socket's local address as "IP:PORT" or "[IPv6]:PORT", for their report lines.
+ * attack_local.h: what the attack programs share (tests/attacks.rs): a socket's
+ * local address as "IP:PORT" or "[IPv6]:PORT", for their report lines, and the end
+ * of every run: say "ready", then keep the sockets until the test closes stdin.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-static const char *local_of(int s)
+__attribute__((unused)) static const char *local_of(int s)
 {
 	static char out[80];
 	struct sockaddr_storage ss;
@@ -26,4 +28,13 @@ static const char *local_of(int s)
 		snprintf(out, sizeof out, "%s:%d", ip, ntohs(a->sin_port));
 	}
 	return out;
+}
+
+__attribute__((unused)) static void ready_then_wait(void)
+{
+	printf("ready\n");
+	fflush(stdout);
+	char buf[64];
+	while (read(0, buf, sizeof buf) > 0)
+		;
 }

@@ -24,6 +24,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "attack_local.h"
+
 static int port_of(int s)
 {
 	struct sockaddr_in a;
@@ -82,10 +84,6 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
-	printf("ready\n");
-	fflush(stdout);
-	char buf[64];
-	while (read(0, buf, sizeof buf) > 0)
-		;
+	ready_then_wait();
 	return 0;
 }

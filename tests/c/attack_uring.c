@@ -286,11 +286,7 @@ static int child(int argc, char **argv)
 			}
 		}
 	}
-	printf("ready\n");
-	fflush(stdout);
-	char buf[64];
-	while (read(0, buf, sizeof buf) > 0)
-		;
+	ready_then_wait();
 	return 0;
 }
 
