@@ -216,7 +216,5 @@ fn answer(fd: RawFd, finish: Finish) -> Answer {
             cloexec,
             announcement,
         },
-        // Callers answer sockets that are not IP before: refuse, should one get here.
-        Finish::NotIp => Answer::Return(Err(Errno::EPERM)),
     }
 }

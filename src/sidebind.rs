@@ -29,9 +29,6 @@ pub enum Finish {
         cloexec: bool,
         announcement: Option<Announcement>,
     },
-    /// Not an IP socket: its family is fixed and the policy never touches it, so the
-    /// kernel may run the call as the program made it.
-    NotIp,
 }
 
 /// Settings both engines read once at start-up.
@@ -175,7 +172,9 @@ pub fn bind(
     let Socket { sock, domain, kind } = socket;
     let domain = *domain;
     if !socket.is_ip() {
-        return Finish::NotIp;
+        // Callers bind sockets that are not IP elsewhere (handler.rs, as_target.rs):
+        // refused, should one ever get here.
+        return Finish::Return(Err(Errno::EPERM));
     }
     // What the kernel would really bind, whatever the family field says (raw and
     // SCTP sockets do not all check it); bytes it refuses anyway get its errno.
