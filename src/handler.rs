@@ -14,7 +14,6 @@ use nix::unistd::Pid;
 use crate::event::{Action, Call as EventCall};
 use crate::filter::{Call, Trapped};
 use crate::log::{self, Announcement, debug};
-use crate::memory;
 use crate::policy::Policy;
 use crate::sidebind::{self, Finish, Limits, Socket};
 use crate::sockaddr::SOCKADDR_MAX_LEN;
@@ -64,12 +63,14 @@ pub enum Answer {
 impl Trap<'_> {
     /// bind's or listen's three arguments: as trapped, or from the u32 array that
     /// socketcall(2) points at (read once, so no later change to it can matter).
-    fn call_args(&self) -> Result<[u64; 3], Errno> {
+    fn call_args(&self, pidfds: &target::Pidfds) -> Result<[u64; 3], Errno> {
         if !self.trapped.via_socketcall {
             return Ok(self.args);
         }
         let mut words = [0u8; 12];
-        memory::read(self.pid, self.args[1], &mut words).map_err(|_| Errno::EFAULT)?;
+        pidfds
+            .read(self.pid, self.args[1], &mut words)
+            .map_err(|_| Errno::EFAULT)?;
         let word = |i: usize| {
             let mut w = [0u8; 4];
             w.copy_from_slice(&words[i * 4..i * 4 + 4]);
@@ -93,7 +94,7 @@ pub fn handle(ctx: &Context, trap: &Trap) -> Answer {
 /// then the length (EINVAL), then the memory (EFAULT), then the policy.
 fn bind(ctx: &Context, trap: &Trap) -> Answer {
     let pid = trap.pid;
-    let [fd, addr_ptr, len] = match trap.call_args() {
+    let [fd, addr_ptr, len] = match trap.call_args(ctx.pidfds) {
         Ok(args) => args,
         Err(e) => return Answer::Return(Err(e)),
     };
@@ -105,7 +106,7 @@ fn bind(ctx: &Context, trap: &Trap) -> Answer {
         Err(e) => return Answer::Return(Err(e)),
     };
     let mut buf = [0u8; SOCKADDR_MAX_LEN];
-    let read = |b: &mut [u8]| memory::read(pid, addr_ptr, b);
+    let read = |b: &mut [u8]| ctx.pidfds.read(pid, addr_ptr, b);
     let len = match sidebind::read_sockaddr(len, read, &mut buf) {
         Ok(len) => len,
         Err(e) => return Answer::Return(Err(e)),
@@ -151,7 +152,7 @@ fn bind(ctx: &Context, trap: &Trap) -> Answer {
 /// cannot be swapped for another socket between the check and the call.
 fn listen(ctx: &Context, trap: &Trap) -> Answer {
     let pid = trap.pid;
-    let [fd, backlog, _] = match trap.call_args() {
+    let [fd, backlog, _] = match trap.call_args(ctx.pidfds) {
         Ok(args) => args,
         Err(e) => return Answer::Return(Err(e)),
     };

@@ -90,14 +90,23 @@ pub fn pidfd(tid: Pid) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// Pidfds kept for the processes that bind, so a bind costs no pidfd_open. Kept are a
+/// Pidfds kept for the processes that bind, so a bind costs no pidfd_open, each with
+/// the thread's memory (/proc/TID/mem, opened at its first read). Kept are a
 /// thread-group leader's pidfd (a leader's PID cannot be reused while its process
 /// lives) and, on 6.9+, any thread's own (PIDFD_THREAD); once its task is gone a kept
 /// pidfd fails with ESRCH and is replaced. Before 6.9 a non-leader thread's id could
 /// be reused by another process while the first lives: those are looked up each time.
 #[derive(Default)]
 pub struct Pidfds {
-    leaders: std::sync::Mutex<std::collections::HashMap<i32, std::sync::Arc<OwnedFd>>>,
+    leaders: std::sync::Mutex<std::collections::HashMap<i32, std::sync::Arc<Kept>>>,
+}
+
+struct Kept {
+    pidfd: OwnedFd,
+    /// The task's memory, opened while `pidfd` showed the task alive, so it is that
+    /// task's (or, after an exec, its old memory: the read then fails and is retried
+    /// on a fresh descriptor).
+    mem: std::sync::OnceLock<Option<std::fs::File>>,
 }
 
 /// More processes than this at once and the cache starts over: the descriptor
@@ -108,49 +117,106 @@ impl Pidfds {
     /// Our copy of descriptor `fd` of the process thread `tid` belongs to.
     pub fn getfd(&self, tid: Pid, fd: RawFd) -> Result<OwnedFd, Errno> {
         let kept = self.lock().get(&tid.as_raw()).cloned();
-        if let Some(pidfd) = kept {
-            match getfd(&pidfd, fd) {
+        if let Some(kept) = kept {
+            match getfd(&kept.pidfd, fd) {
                 Err(Errno::ESRCH) => {
                     self.lock().remove(&tid.as_raw());
                 }
                 other => return other,
             }
         }
-        // A leader's pidfd, or (Linux 6.9+, PIDFD_THREAD) any thread's: a thread
-        // pidfd stops working with its thread, so it is as safe to keep, and it
-        // still reaches the files once the leader has exited (pthread_exit).
-        let open = |flags: libc::c_long| {
-            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-            Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), flags) })
-        };
-        const PIDFD_THREAD: libc::c_long = libc::O_EXCL as libc::c_long;
-        let opened = match open(0) {
-            Err(Errno::EINVAL | Errno::ENOENT) => open(PIDFD_THREAD),
-            other => other,
-        };
-        match opened {
-            Ok(raw) => {
-                // SAFETY: a fresh descriptor that we now own.
-                let pidfd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw as RawFd) });
-                let copy = getfd(&pidfd, fd);
-                let mut kept = self.lock();
-                if kept.len() >= MAX_KEPT_PIDFDS {
-                    kept.clear();
-                }
-                kept.insert(tid.as_raw(), pidfd);
-                copy
-            }
+        match self.keep(tid) {
+            Ok(kept) => getfd(&kept.pidfd, fd),
             // Not a leader, before 6.9: through its thread group, keeping nothing.
             Err(Errno::EINVAL | Errno::ENOENT) => getfd(&pidfd(tid)?, fd),
             Err(e) => Err(e),
         }
     }
 
+    /// Fills `buf` from `addr` in thread `tid`'s memory (memory.rs: never waits for
+    /// a userfault). Checked afterwards that the kept task is still the one `tid`
+    /// names, so a recycled thread id is never read through an old descriptor.
+    pub fn read(&self, tid: Pid, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.with_mem(tid, |mem| crate::memory::read_at(mem, tid, addr, buf))
+    }
+
+    /// Writes `data` at `addr` in thread `tid`'s memory (the ptrace engine's scratch).
+    pub fn write(&self, tid: Pid, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        self.with_mem(tid, |mem| crate::memory::write_at(mem, addr, data))
+    }
+
+    fn with_mem(
+        &self,
+        tid: Pid,
+        mut access: impl FnMut(&std::fs::File) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        // (Not a `match` on the lookup: its lock would be held into `keep`.)
+        let found = self.lock().get(&tid.as_raw()).cloned();
+        let kept = found.or_else(|| self.keep(tid).ok());
+        if let Some(kept) = kept {
+            let mem = kept.mem.get_or_init(|| {
+                let mem = crate::memory::open(tid).ok()?;
+                alive(&kept.pidfd).then_some(mem)
+            });
+            if let Some(mem) = mem {
+                let done = access(mem);
+                if alive(&kept.pidfd) && done.is_ok() {
+                    return done;
+                }
+            }
+            // Gone, recycled, or exec'd since it was kept: start over for this one.
+            self.lock().remove(&tid.as_raw());
+        }
+        access(&crate::memory::open(tid)?)
+    }
+
+    /// A kept pidfd for `tid`: a leader's, or (Linux 6.9+, PIDFD_THREAD) any
+    /// thread's. A thread pidfd stops working with its thread, so it is as safe to
+    /// keep, and it still reaches the files once the leader has exited
+    /// (pthread_exit). EINVAL/ENOENT: a non-leader before 6.9.
+    fn keep(&self, tid: Pid) -> Result<std::sync::Arc<Kept>, Errno> {
+        let open = |flags: libc::c_long| {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+            Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), flags) })
+        };
+        const PIDFD_THREAD: libc::c_long = libc::O_EXCL as libc::c_long;
+        let raw = match open(0) {
+            Err(Errno::EINVAL | Errno::ENOENT) => open(PIDFD_THREAD),
+            other => other,
+        }?;
+        let kept = std::sync::Arc::new(Kept {
+            // SAFETY: a fresh descriptor that we now own.
+            pidfd: unsafe { OwnedFd::from_raw_fd(raw as RawFd) },
+            mem: std::sync::OnceLock::new(),
+        });
+        let mut all = self.lock();
+        if all.len() >= MAX_KEPT_PIDFDS {
+            all.clear();
+        }
+        all.insert(tid.as_raw(), std::sync::Arc::clone(&kept));
+        Ok(kept)
+    }
+
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, std::sync::Arc<OwnedFd>>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, std::sync::Arc<Kept>>> {
         self.leaders.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether the task behind `pidfd` still exists (a null signal).
+fn alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: pidfd_send_signal with signal 0 only checks; no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
 }
 
 /// Our own copy of descriptor `fd` of the process behind `pidfd` (Linux 5.6+).

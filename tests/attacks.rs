@@ -808,4 +808,45 @@ engine_tests! {
     fn listen_autobinds_stay_out_of_a_denied_range(engine: Engine) not for OldKernel {
         port_range_attack(engine, &["listen"]);
     }
+
+    /// 7. Stalls: 70 threads (more than the notify engine's 64 workers) bind with
+    /// their sockaddr on a userfaultfd page nobody serves, then the main thread binds
+    /// 127.0.0.1:P. Reading that page with process_vm_readv waited for the userfault
+    /// (a notify worker each, so the main bind waited for a free one forever; the
+    /// ptrace tracer itself, so every thread stopped). force-bind reads through
+    /// /proc/PID/mem, which never waits for a userfault: the stalled binds fail with
+    /// EFAULT at once (natively they wait forever: the program's own doing) and the
+    /// main bind is served.
+    fn binds_on_unreadable_memory_hold_up_nothing(engine: Engine) {
+        if !is_root() {
+            return skip("a userfaultfd that catches kernel-mode faults needs root");
+        }
+        let program = attack("stall");
+        let port = 40300u16;
+        let port_s = port.to_string();
+        let args = [program, "70", &port_s];
+        let native = run_attack(command(program, &args[1..]), &[port]);
+        if let Some(why) = native.after("uffd: ") {
+            return skip(&format!("no userfaultfd here: {why}"));
+        }
+        assert!(
+            native.has(&format!("main bind: ok 127.0.0.1:{port}"))
+                && native.has("stalled: 0 of 70 returned, errors"),
+            "natively the 70 binds should wait on the userfault and the main bind succeed:\n{native}"
+        );
+        let mut failures = Vec::new();
+        for (name, policy) in POLICIES {
+            let what = format!("stall {engine:?} {name}");
+            let out = run_attack(under(engine, policy, &args), &[port]);
+            judge(&mut failures, &what, &out);
+            if !out.has(&format!("main bind: ok 127.0.0.1:{port}")) {
+                failures.push(format!("{what}: the main thread's bind was not served\n{out}"));
+            }
+            let efault = format!("stalled: 70 of 70 returned, errors{}", " 14".repeat(70));
+            if !out.has(&efault) {
+                failures.push(format!("{what}: the binds on the userfault page did not all fail with EFAULT\n{out}"));
+            }
+        }
+        assert_no_failures("binds_on_unreadable_memory_hold_up_nothing", &failures);
+    }
 }

@@ -2,6 +2,7 @@
 // receives when), and what each trapped call is.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,12 @@ pub struct Supervisor<'p> {
     pool: Mutex<Pool>,
     /// Idle workers wait here to be given the receiving turn.
     turn_free: Condvar,
+    /// Per worker, since when it has been handling its request (nanoseconds after
+    /// `epoch`, 0 when it is not): a request stuck that long is not counted against
+    /// MAX_WORKERS, so requests that never complete cost a worker each and the
+    /// others keep flowing.
+    busy_since: Box<[AtomicU64]>,
+    epoch: Instant,
 }
 
 /// Who receives. One worker at a time waits in NOTIF_RECV (the kernel wakes every
@@ -44,8 +51,11 @@ struct Pool {
     offered: bool,
 }
 
-/// More concurrent binds than this wait for a free worker.
+/// More concurrent binds than this wait for a free worker, stalled ones not counted.
 const MAX_WORKERS: usize = 64;
+/// Stalled or not, no more worker threads than this: past it, later binds wait
+/// (bounded memory, whatever the program does).
+const MAX_THREADS: usize = 512;
 /// A request handled this long with notifications waiting is a slow one: the turn
 /// goes to another worker.
 const SLOW: Duration = Duration::from_millis(50);
@@ -67,6 +77,8 @@ impl Supervisor<'static> {
                 offered: false,
             }),
             turn_free: Condvar::new(),
+            busy_since: (0..MAX_THREADS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         }
     }
 
@@ -81,11 +93,15 @@ impl Supervisor<'static> {
     }
 
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<()> {
-        self.lock().workers += 1;
+        let slot = {
+            let mut pool = self.lock();
+            pool.workers += 1;
+            pool.workers - 1
+        };
         let worker = Arc::clone(self);
         std::thread::Builder::new()
             .name("force-bind-worker".into())
-            .spawn(move || worker.work())
+            .spawn(move || worker.work(slot))
             .map(drop)
             .inspect_err(|_| {
                 self.lock().workers -= 1;
@@ -96,7 +112,8 @@ impl Supervisor<'static> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn work(self: Arc<Self>) {
+    fn work(self: Arc<Self>, slot: usize) {
+        let busy = &self.busy_since[slot];
         loop {
             if !self.take_turn() {
                 return;
@@ -112,9 +129,11 @@ impl Supervisor<'static> {
             if self.listener.pending() {
                 self.offer_turn();
             }
+            busy.store(self.now_ns(), Ordering::Relaxed);
             // A bug here must not leave the target hung in bind(), nor let it through.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
                 .unwrap_or(Err(Errno::EPERM));
+            busy.store(0, Ordering::Relaxed);
             debug!(
                 "notification {:#x} pid {} nr {}: {answer:?}",
                 n.id, n.pid, n.nr
@@ -159,12 +178,30 @@ impl Supervisor<'static> {
         if pool.idle > 0 {
             pool.offered = true;
             self.turn_free.notify_one();
-        } else if pool.workers < MAX_WORKERS {
+        } else if may_add_worker(pool.workers, self.stalled_workers(pool.workers)) {
             drop(pool);
             if let Err(e) = self.spawn_worker() {
                 debug!("cannot start another worker: {e}");
             }
         }
+    }
+
+    /// Nanoseconds since `epoch`, never 0 (which means "not busy").
+    fn now_ns(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// How many of the first `workers` workers have been on one request for SLOW or
+    /// longer: a sockaddr on memory that takes that long to read (a page a FUSE
+    /// server of the program's own does not serve, say).
+    fn stalled_workers(&self, workers: usize) -> usize {
+        let now = self.now_ns();
+        let slow = SLOW.as_nanos() as u64;
+        self.busy_since[..workers.min(MAX_THREADS)]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&since| since != 0 && now.saturating_sub(since) >= slow)
+            .count()
     }
 
     /// Every SLOW: if nobody has been receiving for that long while notifications
@@ -245,5 +282,29 @@ impl Supervisor<'_> {
             a.emit(added.map(|_| crate::target::own_local_addr(inherited)));
         }
         added.map(|_| Response::Return(0))
+    }
+}
+
+/// Whether the pool may start another worker: fewer than MAX_WORKERS are at work on
+/// requests that are not stalled, and fewer than MAX_THREADS exist at all.
+fn may_add_worker(workers: usize, stalled: usize) -> bool {
+    workers < MAX_THREADS && workers - stalled.min(workers) < MAX_WORKERS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_workers_do_not_count_against_the_limit() {
+        assert!(may_add_worker(0, 0));
+        assert!(may_add_worker(MAX_WORKERS - 1, 0));
+        assert!(!may_add_worker(MAX_WORKERS, 0));
+        // 64 stalled requests: 64 more workers may still come for the others.
+        assert!(may_add_worker(MAX_WORKERS, MAX_WORKERS));
+        assert!(may_add_worker(2 * MAX_WORKERS - 1, MAX_WORKERS));
+        assert!(!may_add_worker(2 * MAX_WORKERS, MAX_WORKERS));
+        // Never more threads than MAX_THREADS, however many are stalled.
+        assert!(!may_add_worker(MAX_THREADS, MAX_THREADS));
     }
 }

@@ -16,7 +16,6 @@ use crate::event::{Action, Call};
 use crate::filter::Trapped;
 use crate::handler::{self, Answer, Context, Trap};
 use crate::log::{self, Announcement, Later, debug, warn};
-use crate::memory;
 use crate::policy::{BindRequest, Decision, Purpose, SocketKind};
 use crate::sidebind;
 use crate::sockaddr::{self, Decoded, SOCKADDR_MAX_LEN};
@@ -67,7 +66,8 @@ impl Tracer<'_> {
     fn call_args(&self, pid: Pid, regs: &Regs, t: Trapped) -> Result<[u64; 3], Errno> {
         if t.via_socketcall {
             let mut words = [0u8; 12];
-            memory::read(pid, get(regs, Reg::CompatArg(1)), &mut words)?;
+            self.pidfds
+                .read(pid, get(regs, Reg::CompatArg(1)), &mut words)?;
             let word =
                 |i: usize| u32::from_ne_bytes(words[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
             return Ok([word(0), word(1), word(2)]);
@@ -129,7 +129,7 @@ impl Tracer<'_> {
         };
         let fd = fd as i32;
         let mut buf = [0u8; SOCKADDR_MAX_LEN];
-        let read = |b: &mut [u8]| memory::read(pid, addr_ptr, b);
+        let read = |b: &mut [u8]| self.pidfds.read(pid, addr_ptr, b);
         // bind(2)'s own order: a descriptor that is not an open socket fails first,
         // whatever the address. Answered here, not by letting the call run: another
         // thread could put a socket at that number in between.
@@ -337,7 +337,7 @@ impl Tracer<'_> {
             let at = SOCKETCALL_ARGS_AT + i * 4;
             scratch_bytes[at..at + 4].copy_from_slice(&word.to_ne_bytes());
         }
-        if let Err(e) = memory::write(pid, scratch, &scratch_bytes) {
+        if let Err(e) = self.pidfds.write(pid, scratch, &scratch_bytes) {
             warn!("pid {pid}: cannot write the address to bind: {e}; denying the bind");
             return self.skip(pid, regs, Errno::EFAULT, report);
         }
@@ -491,7 +491,7 @@ impl Tracer<'_> {
             scratch_below(get(regs, Reg::StackPointer), ASK_SCRATCH_SPAN).ok_or(Errno::EFAULT)?;
         let mut cell = [0u8; 8];
         cell[4..].copy_from_slice(&4u32.to_ne_bytes());
-        memory::write(pid, scratch, &cell)?;
+        self.pidfds.write(pid, scratch, &cell)?;
         let (level, option) = query.option();
         let mut changed = *regs;
         let sys = <Native as Arch>::SYSCALLS;

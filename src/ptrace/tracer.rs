@@ -314,7 +314,7 @@ impl<'p> Tracer<'p> {
         let result = <Native as Arch>::get(&read_regs(pid)?, crate::arch::Reg::Result) as i64;
         if let Fixup::Asked { scratch, query } = pending.fixup {
             let mut value = [0u8; 4];
-            let answer = match (result, crate::memory::read(pid, scratch, &mut value)) {
+            let answer = match (result, self.pidfds.read(pid, scratch, &mut value)) {
                 (0, Ok(())) => Some(i32::from_ne_bytes(value)),
                 _ => None,
             };
