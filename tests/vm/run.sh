@@ -64,7 +64,7 @@ bin=$target_dir/$triple/release
 out=$target_dir/vm/$arch
 mkdir -p "$out"
 oldkernel_src=$vm_tools/probe/oldkernel.c
-helpers="tests/c/static_bind.c tests/c/sd_activate.c tests/c/sd_activate_multi.c"
+helpers="tests/c/static_bind.c tests/c/sd_activate.c tests/c/sd_activate_multi.c tests/c/attack_stall.c"
 
 start=$(date +%s)
 if [ "$arch" = amd64 ]; then
@@ -110,7 +110,7 @@ else
     clang --target=armv7a-linux-gnueabi -marm -ffreestanding -fno-stack-protector \
         -nostdlib -static -fuse-ld=lld -O2 -Wall -o "$out/arm32_bind" tests/vm/arm32_bind.c
 fi
-helper_bins=("$out"/static_bind "$out"/sd_activate "$out"/sd_activate_multi "$out"/oldkernel)
+helper_bins=("$out"/static_bind "$out"/sd_activate "$out"/sd_activate_multi "$out"/attack_stall "$out"/oldkernel)
 [ "$arch" = amd64 ] || helper_bins+=("$out"/arm32_bind)
 # The VM has no shared libraries: a program that asks for an ELF interpreter
 # (ld.so) cannot start there. readelf reads a foreign architecture's ELF too.

@@ -56,6 +56,12 @@ next_port() {
 
 scenarios() {
     # $@: how to run force-bind with this engine.
+    # Binds whose sockaddr is on a userfaultfd page nobody serves fail with EFAULT at
+    # once (force-bind reads /proc/PID/mem first), and hold up no other bind.
+    next_port
+    expect "70 binds on a userfaultfd page: EFAULT, and the next bind is served" 0 \
+        "^stalled: 70 of 70 returned, errors( 14){70}$" \
+        "$@" -b 127.0.0.1 attack_stall 70 "$p" </dev/null
     next_port
     expect "rewrite 0.0.0.0:P to 127.0.0.4:$p" 0 "^bound 4 127\.0\.0\.4:$p " \
         "$@" -b "127.0.0.4:$p" bindprobe --addr 0.0.0.0 --port "$((p + 1000))"
