@@ -106,7 +106,7 @@ fn bind(ctx: &Context, trap: &Trap) -> Answer {
         Err(e) => return Answer::Return(Err(e)),
     };
     let mut buf = [0u8; SOCKADDR_MAX_LEN];
-    let read = |b: &mut [u8]| ctx.pidfds.read(pid, addr_ptr, b);
+    let read = |b: &mut [u8]| ctx.pidfds.read_from_caller(pid, addr_ptr, b);
     let len = match sidebind::read_sockaddr(len, read, &mut buf) {
         Ok(len) => len,
         Err(e) => return Answer::Return(Err(e)),

@@ -134,24 +134,42 @@ impl Pidfds {
     }
 
     /// Fills `buf` from `addr` in thread `tid`'s memory (memory.rs: never waits for
-    /// a userfault). Checked afterwards that the kept task is still the one `tid`
-    /// names, so a recycled thread id is never read through an old descriptor.
+    /// a userfault). A kept descriptor is checked afterwards to be still the task
+    /// `tid` names, so a recycled thread id is never read through an old one.
     pub fn read(&self, tid: Pid, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.with_mem(tid, |mem| crate::memory::read_at(mem, tid, addr, buf))
+        self.with_mem(tid, Caller::Unchecked, |mem| {
+            crate::memory::read_at(mem, tid, addr, buf)
+        })
+    }
+
+    /// `read`, for a thread whose socket was just taken with `getfd` in the same call,
+    /// while the call still waits: whatever task is kept for `tid` is then the caller
+    /// (a kept task that had died would have failed `getfd`, and one kept since was
+    /// opened while the caller had the id), so the check after the read is left out.
+    pub fn read_from_caller(&self, tid: Pid, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.with_mem(tid, Caller::Checked, |mem| {
+            crate::memory::read_at(mem, tid, addr, buf)
+        })
     }
 
     /// Writes `data` at `addr` in thread `tid`'s memory (the ptrace engine's scratch).
     pub fn write(&self, tid: Pid, addr: u64, data: &[u8]) -> Result<(), Errno> {
-        self.with_mem(tid, |mem| crate::memory::write_at(mem, addr, data))
+        self.with_mem(tid, Caller::Unchecked, |mem| {
+            crate::memory::write_at(mem, addr, data)
+        })
     }
 
     fn with_mem(
         &self,
         tid: Pid,
+        caller: Caller,
         mut access: impl FnMut(&std::fs::File) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
         // (Not a `match` on the lookup: its lock would be held into `keep`.)
         let found = self.lock().get(&tid.as_raw()).cloned();
+        // Kept just now: for the task that has the id now, which, while the call
+        // waits, is the caller.
+        let fresh = found.is_none();
         let kept = found.or_else(|| self.keep(tid).ok());
         if let Some(kept) = kept {
             let mem = kept.mem.get_or_init(|| {
@@ -160,7 +178,8 @@ impl Pidfds {
             });
             if let Some(mem) = mem {
                 let done = access(mem);
-                if alive(&kept.pidfd) && done.is_ok() {
+                let current = fresh || caller == Caller::Checked || alive(&kept.pidfd);
+                if done.is_ok() && current {
                     return done;
                 }
             }
@@ -202,6 +221,14 @@ impl Pidfds {
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, std::sync::Arc<Kept>>> {
         self.leaders.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a read's thread is known to be the task kept for its id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// Its socket was just taken through the kept pidfd (`read_from_caller`).
+    Checked,
+    Unchecked,
 }
 
 /// Whether the task behind `pidfd` still exists (a null signal).

@@ -314,40 +314,51 @@ fn errno_of(text: &str) -> Option<i32> {
 const PTRACE_SCOPE: &str = "/proc/sys/kernel/yama/ptrace_scope";
 
 /// Yama's ptrace_scope at 0 (classic ptrace permissions) while alive, put back when
-/// dropped: at 1 or more Yama alone already refuses a process its ancestors, and the
-/// supervisor attack would be held for Yama's reason, not force-bind's.
-struct ClassicPtrace {
-    restore: Option<String>,
-}
+/// the last one is dropped: at 1 or more Yama alone already refuses a process its
+/// ancestors, and the supervisor attack would be held for Yama's reason, not
+/// force-bind's. Counted across the test threads (each engine's test runs at once):
+/// one test putting the setting back must not pull it from under another.
+struct ClassicPtrace;
+
+/// How many ClassicPtrace are alive, and the setting to put back after the last.
+static CLASSIC_PTRACE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
 
 impl ClassicPtrace {
     fn set() -> Result<ClassicPtrace, String> {
-        match fs::read_to_string(PTRACE_SCOPE) {
+        let mut state = CLASSIC_PTRACE.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 > 0 {
+            state.0 += 1;
+            return Ok(ClassicPtrace);
+        }
+        let restore = match fs::read_to_string(PTRACE_SCOPE) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!(
                     "NOTE: {PTRACE_SCOPE} is absent: this kernel has no Yama, nothing to set \
                      (classic same-uid ptrace permissions apply)"
                 );
-                Ok(ClassicPtrace { restore: None })
+                None
             }
-            Err(e) => Err(format!("{PTRACE_SCOPE}: {e}")),
-            Ok(v) if v.trim() == "0" => Ok(ClassicPtrace { restore: None }),
+            Err(e) => return Err(format!("{PTRACE_SCOPE}: {e}")),
+            Ok(v) if v.trim() == "0" => None,
             Ok(v) => {
                 fs::write(PTRACE_SCOPE, "0").map_err(|e| {
                     format!("cannot set {PTRACE_SCOPE} to 0 (was {}): {e}", v.trim())
                 })?;
-                Ok(ClassicPtrace {
-                    restore: Some(v.trim().to_string()),
-                })
+                Some(v.trim().to_string())
             }
-        }
+        };
+        *state = (1, restore);
+        Ok(ClassicPtrace)
     }
 }
 
 impl Drop for ClassicPtrace {
     fn drop(&mut self) {
-        if let Some(v) = &self.restore
-            && let Err(e) = fs::write(PTRACE_SCOPE, v)
+        let mut state = CLASSIC_PTRACE.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0
+            && let Some(v) = state.1.take()
+            && let Err(e) = fs::write(PTRACE_SCOPE, &v)
         {
             eprintln!("cannot restore {PTRACE_SCOPE} to {v}: {e}");
         }
