@@ -86,8 +86,10 @@ pub fn run(
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
     };
 
-    // Dropped on any way out before `hand_over`, it kills and reaps the child.
-    let child = spawn::spawn(program, || {
+    // Dropped on any way out before `hand_over`, it kills and reaps the child. The
+    // child shares our memory until it execs (no wait for us, no allocation), and we
+    // resume once it has exec'd: its listener is already waiting on `ours` then.
+    let child = spawn::spawn(program, spawn::Start::SharedMemory, || {
         let mut handoff = Handoff {
             errno: 0,
             add_fd: 0,

@@ -42,7 +42,7 @@ pub fn run(policy: &Policy, kernel: Kernel, program: &mut Program) -> Result<Sta
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let go_fd = go_read.as_raw_fd();
     // Dropped on any way out before `hand_over`, it kills and reaps the child.
-    let child = spawn::spawn(program, || {
+    let child = spawn::spawn(program, spawn::Start::Copy, || {
         spawn::wait_for_byte(go_fd)?;
         spawn::install_filter(&bpf, 0).map(drop)
     })?;
@@ -63,10 +63,10 @@ pub fn run(policy: &Policy, kernel: Kernel, program: &mut Program) -> Result<Sta
     }
 }
 
-/// PTRACE_SEIZE on the child. force-bind is not dumpable (lib.rs) and the child
-/// inherits that until its first step after fork makes it dumpable again (spawn.rs),
-/// which may not have run yet: until then a seize by a force-bind without
-/// CAP_SYS_PTRACE fails with EPERM. So EPERM is tried again, for a bounded time.
+/// PTRACE_SEIZE on the child. The child is forked dumpable (spawn.rs), so the first
+/// try succeeds; should force-bind have been unable to make it so, its first step
+/// after fork does it, and until then a seize by a force-bind without CAP_SYS_PTRACE
+/// fails with EPERM. So EPERM is tried again, for a bounded time.
 fn seize(pid: nix::unistd::Pid) -> Result<(), Errno> {
     const TRIES: u32 = 1000;
     let mut tries = 0;
