@@ -144,16 +144,34 @@ pub fn run(
         listener.raw(),
         handoff.sync_wake_up != 0
     );
-    Arc::new(Supervisor::new(policy, listener, killable_wait))
-        .start()
-        .context("cannot start the supervisor thread")?;
     crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
-    // Only close+execve remain in the child: this read ends at exec or its failure
-    // (the child has exited then; dropping `child` reaps it).
+    // The child has exec'd or exited (we were suspended until then): this read
+    // returns at once (and on failure, dropping `child` reaps it).
     if let Some(errno) = child.exec_error() {
         return Err(SpawnError::at_exec(program.name(), errno).into());
     }
+    // The supervisor and its threads start at the program's first trapped call: a
+    // program that never makes one (most short commands) costs no thread. Until
+    // then a bind waits in the kernel, as it would for a busy worker.
+    if main_exit_or_first_call(&listener, child.pid()) != listener::First::NobodyLeft {
+        Arc::new(Supervisor::new(policy, listener, killable_wait))
+            .start()
+            .context("cannot start the supervisor thread")?;
+    }
     Ok(reap(child.hand_over().pid))
+}
+
+/// Waits for the program's first trapped call or its main process's exit, whichever
+/// comes first (see `Listener::wait_first`).
+fn main_exit_or_first_call(listener: &Listener, main: Pid) -> listener::First {
+    // SAFETY: pidfd_open(2) takes no pointers; the result is a new descriptor we own.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, main.as_raw(), 0) };
+    let Ok(fd) = Errno::result(rc) else {
+        return listener::First::MaySend;
+    };
+    // SAFETY: pidfd_open returned this fresh descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    listener.wait_first(pidfd.as_raw_fd())
 }
 
 /// What the child tells the supervisor along with the listener.
