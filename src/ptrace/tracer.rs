@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::probe::StopOrdering;
-use super::stop::{Restart, Stop, event_message, restart, wait_any};
+use super::stop::{Restart, Stop, event_message, restart, restart_here, wait_any};
 use crate::arch::Native;
 use crate::arch::{Arch, read_regs, write_regs};
 use crate::exit::Status;
@@ -102,6 +102,8 @@ pub struct Tracer<'p> {
     pub facts: HashMap<Pid, SocketFacts>,
     pub limits: crate::sidebind::Limits,
     pub pidfds: crate::target::Pidfds,
+    /// Whether a tracee restarted from a trapped call is woken on our CPU.
+    steer: bool,
 }
 
 /// What a seccomp stop is about.
@@ -136,6 +138,7 @@ impl<'p> Tracer<'p> {
             // A ptrace stop cannot be interrupted by a signal: no retried binds.
             limits: crate::sidebind::Limits::read(false),
             pidfds: crate::target::Pidfds::default(),
+            steer: super::stop::steering_wanted(),
         }
     }
 
@@ -195,7 +198,7 @@ impl<'p> Tracer<'p> {
                     }
                 };
                 match decided {
-                    Ok(how) => restart(pid, how),
+                    Ok(how) => restart_here(pid, how, self.steer),
                     Err(Errno::ESRCH) => Err(Errno::ESRCH),
                     Err(e) => {
                         // Fail closed: a trapped call we could not carry the policy out
@@ -208,7 +211,7 @@ impl<'p> Tracer<'p> {
             }
             Stop::Syscall { pid } => {
                 let how = self.on_syscall_stop(pid)?;
-                restart(pid, how)
+                restart_here(pid, how, self.steer)
             }
             Stop::Exec { pid } => {
                 // A non-leader thread that execs takes the leader's id; the message
