@@ -257,9 +257,12 @@ pub enum Start {
     Copy,
 }
 
-/// Room for the child's own stack under `Start::SharedMemory`: it only makes raw
-/// syscalls on a few locals.
-const CHILD_STACK: usize = 64 * 1024;
+/// The child's own stack under `Start::SharedMemory`, in our own stack frame, as
+/// musl's posix_spawn does: we are suspended while the child runs, so nothing else
+/// uses it, and it costs no mapping and no page faults beyond what the child
+/// touches. The child only makes raw syscalls on a few locals (well under 4 KiB).
+#[repr(C, align(16))]
+struct ChildStack([u8; 32 * 1024]);
 
 /// What the child needs, prepared before it exists.
 struct ChildWork<'a, F> {
@@ -290,10 +293,8 @@ pub fn spawn<F: FnMut() -> Result<(), Errno>>(
         envp.push(p as *const libc::c_char);
     }
     envp.push(std::ptr::null());
-    let stack = match start {
-        Start::SharedMemory => Some(ChildStack::new().context("cannot map the child's stack")?),
-        Start::Copy => None,
-    };
+    // Left uninitialised: the child writes before it reads, like any stack.
+    let mut stack = std::mem::MaybeUninit::<ChildStack>::uninit();
 
     let mut old_mask = SigSet::empty();
     sigprocmask(
@@ -312,17 +313,19 @@ pub fn spawn<F: FnMut() -> Result<(), Errno>>(
         status_write: status_write.as_raw_fd(),
         make_dumpable: start == Start::Copy,
     };
-    let started = match &stack {
-        Some(stack) => {
-            // SAFETY: the child runs `child_entry` on its own mapped stack (the top
-            // of it is passed: stacks grow down on every architecture we build for)
+    let started = match start {
+        Start::SharedMemory => {
+            // SAFETY: one past the end of `stack`, 16-aligned like it.
+            let stack_top = unsafe { stack.as_mut_ptr().add(1) }.cast::<libc::c_void>();
+            // SAFETY: the child runs `child_entry` on its own stack (the top of it
+            // is passed: stacks grow down on every architecture we build for)
             // and makes only raw syscalls on `work`, which lives in this frame until
             // clone returns; CLONE_VFORK keeps us suspended until then, so nothing
             // of ours changes under it. SIGCHLD: it is waited for like a forked child.
             let pid = unsafe {
                 libc::clone(
                     child_entry::<F>,
-                    stack.top(),
+                    stack_top,
                     libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                     (&mut work as *mut ChildWork<'_, F>).cast(),
                 )
@@ -331,7 +334,7 @@ pub fn spawn<F: FnMut() -> Result<(), Errno>>(
                 .map(Pid::from_raw)
                 .context("cannot start the program's process (clone)")
         }
-        None => fork_child(&mut work),
+        Start::Copy => fork_child(&mut work),
     };
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     drop(status_write);
@@ -398,54 +401,6 @@ fn in_child<F: FnMut() -> Result<(), Errno>>(work: &mut ChildWork<'_, F>) -> ! {
     unsafe {
         libc::write(work.status_write, bytes.as_ptr().cast(), 4);
         libc::_exit(crate::exit::NOT_FOUND)
-    }
-}
-
-/// The child's stack under `Start::SharedMemory`, with a guard page below it so an
-/// overflow faults instead of writing over our memory.
-struct ChildStack {
-    base: *mut libc::c_void,
-    len: usize,
-}
-
-impl ChildStack {
-    fn new() -> std::io::Result<ChildStack> {
-        // SAFETY: sysconf has no memory arguments.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let len = CHILD_STACK + page;
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stack = ChildStack { base, len };
-        // SAFETY: the lowest page of our own mapping.
-        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stack)
-    }
-
-    fn top(&self) -> *mut libc::c_void {
-        // SAFETY: one past the end of our mapping, 16-aligned (mmap is page-aligned).
-        unsafe { self.base.cast::<u8>().add(self.len).cast() }
-    }
-}
-
-impl Drop for ChildStack {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer used: the child has exec'd or exited
-        // (CLONE_VFORK) by the time `spawn` drops it.
-        unsafe { libc::munmap(self.base, self.len) };
     }
 }
 
