@@ -100,7 +100,9 @@ pub struct Tracer<'p> {
     /// Per thread: what its borrowed getsockopt calls reported, for the bind it is
     /// about to run again.
     pub facts: HashMap<Pid, SocketFacts>,
-    pub limits: crate::sidebind::Limits,
+    /// Read at the first trapped call (a /proc/sys read a program that never binds
+    /// does not pay for).
+    limits: std::cell::OnceCell<crate::sidebind::Limits>,
     pub pidfds: crate::target::Pidfds,
     /// Whether a tracee restarted from a trapped call is woken on our CPU.
     steer: bool,
@@ -135,8 +137,7 @@ impl<'p> Tracer<'p> {
             inherited_inodes,
             has_pidfd_getfd: kernel.pidfd_getfd,
             facts: HashMap::new(),
-            // A ptrace stop cannot be interrupted by a signal: no retried binds.
-            limits: crate::sidebind::Limits::read(false),
+            limits: std::cell::OnceCell::new(),
             pidfds: crate::target::Pidfds::default(),
             steer: super::stop::steering_wanted(),
         }
@@ -281,6 +282,13 @@ impl<'p> Tracer<'p> {
             self.main_status = Some(status);
             crate::exit::program_gone();
         }
+    }
+
+    pub fn limits(&self) -> crate::sidebind::Limits {
+        // A ptrace stop cannot be interrupted by a signal: no retried binds.
+        *self
+            .limits
+            .get_or_init(|| crate::sidebind::Limits::read(false))
     }
 
     /// Records what to do at the syscall's exit, and asks to stop there.
