@@ -244,12 +244,16 @@ pub fn forwarded_signals() -> SigSet {
 /// How the child gets its own process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// clone(CLONE_VM | CLONE_VFORK), as posix_spawn(3) does: no page tables are
-    /// copied and none of our pages turns copy-on-write, and we are suspended until
-    /// the child has exec'd or exited. The child runs on a stack of its own in our
-    /// memory, so `before_exec` must not wait for us (we cannot answer), must not
-    /// write anything of ours but its own locals, and must not change the process's
-    /// dumpability (the flag lives in the memory descriptor we share until exec).
+    /// clone(CLONE_VM | CLONE_FILES | CLONE_VFORK), as posix_spawn(3) does but
+    /// for the descriptor table: no page tables are copied and none of our pages
+    /// turns copy-on-write, and we are suspended until the child has exec'd or
+    /// exited. The child runs on a stack of its own in our memory and shares our
+    /// descriptors, so a descriptor it opens is ours too (execve gives the program
+    /// its own copy of the table, without the close-on-exec ones). `before_exec`
+    /// must not wait for us (we cannot answer), must write nothing of ours but what
+    /// its closure was given for that, must not close or replace our descriptors,
+    /// and must not change the process's dumpability (the flag lives in the memory
+    /// descriptor we share until exec).
     SharedMemory,
     /// fork(2): the child has a copy of our memory and runs alongside us, so
     /// `before_exec` may wait for us (the ptrace engine seizes it first). It is forked
@@ -326,7 +330,7 @@ pub fn spawn<F: FnMut() -> Result<(), Errno>>(
                 libc::clone(
                     child_entry::<F>,
                     stack_top,
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
                     (&mut work as *mut ChildWork<'_, F>).cast(),
                 )
             };
