@@ -106,6 +106,8 @@ pub struct Tracer<'p> {
     pub pidfds: crate::target::Pidfds,
     /// Whether a tracee restarted from a trapped call is woken on our CPU.
     steer: bool,
+    /// Tracees given every option (`complete_options`).
+    full_options: std::collections::HashSet<Pid>,
 }
 
 /// What a seccomp stop is about.
@@ -140,6 +142,7 @@ impl<'p> Tracer<'p> {
             limits: std::cell::OnceCell::new(),
             pidfds: crate::target::Pidfds::default(),
             steer: super::stop::steering_wanted(),
+            full_options: std::collections::HashSet::new(),
         }
     }
 
@@ -155,6 +158,7 @@ impl<'p> Tracer<'p> {
                 continue;
             };
             debug!("ptrace stop: {stop:?}");
+            self.complete_options(stop);
             if let Err(e) = self.handle(stop) {
                 // ESRCH: the tracee died under us (SIGKILL, exec by another thread);
                 // its exit is reported separately.
@@ -172,6 +176,40 @@ impl<'p> Tracer<'p> {
             self.main_status
                 .unwrap_or(Status::Exited(crate::exit::INTERNAL)),
         ))
+    }
+
+    /// A tracee's first stop: it gets every option (see ptrace::OPTIONS). New
+    /// tracees inherit their parent's options at fork, which may predate that, and
+    /// start with an event-stop, so none runs code of its own without them.
+    fn complete_options(&mut self, stop: Stop) {
+        let pid = match stop {
+            Stop::Exited { pid, .. } | Stop::Killed { pid, .. } => {
+                self.full_options.remove(&pid);
+                return;
+            }
+            Stop::Seccomp { pid }
+            | Stop::Syscall { pid }
+            | Stop::Forked { pid }
+            | Stop::Exec { pid }
+            | Stop::GroupStop { pid, .. }
+            | Stop::EventStop { pid }
+            | Stop::OtherEvent { pid }
+            | Stop::Signal { pid, .. } => pid,
+        };
+        if self.full_options.insert(pid) {
+            // SAFETY: SETOPTIONS takes the option bits as data, no pointers.
+            let rc = unsafe {
+                libc::ptrace(
+                    libc::PTRACE_SETOPTIONS,
+                    pid.as_raw(),
+                    0,
+                    super::OPTIONS as usize,
+                )
+            };
+            if rc != 0 {
+                debug!("pid {pid}: PTRACE_SETOPTIONS: {}", Errno::last());
+            }
+        }
     }
 
     fn handle(&mut self, stop: Stop) -> Result<(), Errno> {
