@@ -127,55 +127,6 @@ pub fn restart(pid: Pid, how: Restart) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
-/// `restart`, waking the tracee on the CPU the tracer runs on. A tracee stopped at a
-/// trapped call is woken by PTRACE_CONT where the scheduler finds an idle CPU, which
-/// is the one it stopped on or the one we left: waking an idle virtual CPU costs tens
-/// of microseconds, twice per bind. So for the restart its affinity is narrowed to
-/// our CPU (it is stopped: nothing moves), and widened back to its own set as soon as
-/// it is queued here (nothing moves then either: it is on a CPU of its set). The
-/// tracer then waits, and the tracee runs where it was woken, on a CPU that is awake.
-/// Its own affinity is read at every stop, so a change the program made is kept;
-/// should the mask not be readable or settable (a program that changed its
-/// credentials), it is restarted as is. `FORCE_BIND_NO_CPU_STEERING=1` turns this off
-/// (to measure it).
-pub fn restart_here(pid: Pid, how: Restart, steer: bool) -> Result<(), Errno> {
-    if !steer {
-        return restart(pid, how);
-    }
-    // SAFETY: sched_getcpu has no arguments.
-    let cpu = unsafe { libc::sched_getcpu() };
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut own: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = size_of::<libc::cpu_set_t>();
-    // SAFETY: writes at most `size` bytes into `own`.
-    let read = unsafe { libc::sched_getaffinity(pid.as_raw(), size, &mut own) } == 0;
-    let usable = cpu >= 0
-        && (cpu as usize) < libc::CPU_SETSIZE as usize
-        && read
-        // SAFETY: CPU_ISSET and CPU_COUNT only read the set, `cpu` within it.
-        && unsafe { libc::CPU_ISSET(cpu as usize, &own) && libc::CPU_COUNT(&own) > 1 };
-    if !usable {
-        return restart(pid, how);
-    }
-    // SAFETY: as above.
-    let mut here: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is within the set (checked above).
-    unsafe { libc::CPU_SET(cpu as usize, &mut here) };
-    // SAFETY: reads `size` bytes of `here`.
-    if unsafe { libc::sched_setaffinity(pid.as_raw(), size, &here) } != 0 {
-        return restart(pid, how);
-    }
-    let restarted = restart(pid, how);
-    // SAFETY: reads `size` bytes of `own`.
-    unsafe { libc::sched_setaffinity(pid.as_raw(), size, &own) };
-    restarted
-}
-
-/// Whether `restart_here` steers (see there).
-pub fn steering_wanted() -> bool {
-    std::env::var_os("FORCE_BIND_NO_CPU_STEERING").is_none_or(|v| v.is_empty() || v == "0")
-}
-
 /// PTRACE_GETEVENTMSG: the RET_TRACE data, a new child's pid, a former thread id.
 pub fn event_message(pid: Pid) -> Result<u64, Errno> {
     let mut msg: libc::c_ulong = 0;

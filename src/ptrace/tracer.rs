@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::probe::StopOrdering;
-use super::stop::{Restart, Stop, event_message, restart, restart_here, wait_any};
+use super::stop::{Restart, Stop, event_message, restart, wait_any};
 use crate::arch::Native;
 use crate::arch::{Arch, read_regs, write_regs};
 use crate::exit::Status;
@@ -104,8 +104,6 @@ pub struct Tracer<'p> {
     /// does not pay for).
     limits: std::cell::OnceCell<crate::sidebind::Limits>,
     pub pidfds: crate::target::Pidfds,
-    /// Whether a tracee restarted from a trapped call is woken on our CPU.
-    steer: bool,
     /// Tracees given every option (`complete_options`).
     full_options: std::collections::HashSet<Pid>,
 }
@@ -141,7 +139,6 @@ impl<'p> Tracer<'p> {
             facts: HashMap::new(),
             limits: std::cell::OnceCell::new(),
             pidfds: crate::target::Pidfds::default(),
-            steer: super::stop::steering_wanted(),
             full_options: std::collections::HashSet::new(),
         }
     }
@@ -237,7 +234,7 @@ impl<'p> Tracer<'p> {
                     }
                 };
                 match decided {
-                    Ok(how) => restart_here(pid, how, self.steer),
+                    Ok(how) => restart(pid, how),
                     Err(Errno::ESRCH) => Err(Errno::ESRCH),
                     Err(e) => {
                         // Fail closed: a trapped call we could not carry the policy out
@@ -250,7 +247,7 @@ impl<'p> Tracer<'p> {
             }
             Stop::Syscall { pid } => {
                 let how = self.on_syscall_stop(pid)?;
-                restart_here(pid, how, self.steer)
+                restart(pid, how)
             }
             Stop::Exec { pid } => {
                 // A non-leader thread that execs takes the leader's id; the message
