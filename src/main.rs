@@ -5,8 +5,10 @@
 // stack, on every run of every wrapped command (issue 15). `lib::run` does the rest
 // of what that start-up does that force-bind needs; std's arguments and
 // environment work the same (glibc passes them to std's initialiser).
-#![no_main]
+// (The test harness brings its own main.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(
     _argc: std::ffi::c_int,
