@@ -103,9 +103,10 @@ pub fn close_inherited_rings() -> Vec<RawFd> {
     let rings: Vec<RawFd> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
-        .filter(|fd| {
-            std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                .is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]")
+        .filter(|&fd| {
+            may_be_anon_inode(fd)
+                && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]")
         })
         .collect();
     for &fd in &rings {
@@ -114,6 +115,22 @@ pub fn close_inherited_rings() -> Vec<RawFd> {
         unsafe { libc::close(fd) };
     }
     rings
+}
+
+/// Whether `fd` could be an anonymous-inode file such as an io_uring instance: its
+/// inode has no file type (or, on kernels that give anonymous inodes one, S_IFREG).
+/// fstat(2) on the descriptor is much cheaper than readlink(2) on /proc, which walks
+/// a path and formats a name, and it rules out what start-up usually inherits
+/// (terminals, pipes, /dev/null, sockets, directories).
+fn may_be_anon_inode(fd: RawFd) -> bool {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one stat into a local. A closed descriptor fails, and then
+    // readlink decides (it fails too).
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
+    }
+    matches!(st.st_mode & libc::S_IFMT, 0 | libc::S_IFREG)
 }
 
 /// The program's environment: ours without the socket-activation variables, which

@@ -57,17 +57,26 @@ pub const FORWARDED: [Signal; 6] = [
 static PROGRAM_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let pid = PROGRAM_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid <= 0 {
+        // The program is gone (`program_gone`): the signal acts on force-bind as
+        // if no handler had been installed. It is blocked while this handler runs,
+        // so it is delivered, with its default action, as soon as we return.
+        // SAFETY: signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+        return;
+    }
     // A terminal's ^C or ^\ (SI_KERNEL) already went to the whole foreground process
     // group, the program included: passing it on again would deliver it twice.
     // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
     if unsafe { (*info).si_code } == libc::SI_KERNEL {
         return;
     }
-    let pid = PROGRAM_PID.load(std::sync::atomic::Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, signal) };
-    }
+    // SAFETY: kill is async-signal-safe.
+    unsafe { libc::kill(pid, signal) };
 }
 
 /// From now on the FORWARDED signals sent to force-bind go to `pid` instead.
@@ -109,11 +118,8 @@ impl Status {
 /// The program's main process is gone (reaped): signals are no longer passed on, so
 /// none can reach an unrelated process that reused its PID; they act on force-bind
 /// itself again (a SIGTERM ends it while it waits for the program's daemons).
+/// The handlers stay (six sigaction calls fewer on every run's way out); `forward`
+/// gives each signal its default action from now on.
 pub fn program_gone() {
     PROGRAM_PID.store(0, std::sync::atomic::Ordering::Relaxed);
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in FORWARDED {
-        // SAFETY: restoring the default disposition installs no handler code.
-        let _ = unsafe { sigaction(signal, &default) };
-    }
 }

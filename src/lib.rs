@@ -33,25 +33,26 @@ pub mod sockaddr;
 mod spawn;
 mod target;
 
-use std::process::ExitCode;
-
 use cli::CliError;
 use log::warn;
 use spawn::RunError;
 
 const VERSION: &str = env!("FORCE_BIND_VERSION");
 
-/// The whole program: parse `std::env::args_os()`, run, and say how to exit.
-pub fn run() -> ExitCode {
+/// The whole program: parse `std::env::args_os()`, run, and say with which status
+/// to exit (the program's own, when it ended by itself; a death by signal is passed
+/// on before this returns).
+pub fn run() -> u8 {
+    runtime_setup();
     let options = match cli::parse(std::env::args_os()) {
         Ok(options) => options,
         Err(CliError::Help(text)) => {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(CliError::Usage(message)) => {
             eprintln!("force-bind: {message}");
-            return ExitCode::from(exit::USAGE as u8);
+            return exit::USAGE as u8;
         }
     };
     log::set_level(options.level);
@@ -65,7 +66,7 @@ pub fn run() -> ExitCode {
             Ok(file) => Some(file),
             Err(e) => {
                 eprintln!("force-bind: cannot open {}: {e}", path.display());
-                return ExitCode::from(exit::INTERNAL as u8);
+                return exit::INTERNAL as u8;
             }
         },
     };
@@ -79,7 +80,7 @@ pub fn run() -> ExitCode {
     if options.version {
         println!("force-bind {VERSION}");
         println!("{}", engine::describe(kernel));
-        return ExitCode::SUCCESS;
+        return 0;
     }
     if let Some(nsecs) = &options.ignored_timeout {
         warn!("-t {nsecs} is ignored: force-bind no longer needs a timeout");
@@ -128,13 +129,47 @@ pub fn run() -> ExitCode {
         Err(RunError::Spawn(e)) => fail_spawn(&e),
         Err(RunError::Engine(e)) => {
             eprintln!("force-bind: {e:#}");
-            ExitCode::from(exit::INTERNAL as u8)
+            exit::INTERNAL as u8
         }
     }
 }
 
+/// What Rust's own start-up (`fn main`'s `lang_start`) would do and force-bind needs;
+/// main.rs skips the rest of it (a stack-overflow handler that reads
+/// /proc/self/maps and maps an alternate signal stack) because start-up time is
+/// what a wrapper of short commands pays every time (issue 15).
+fn runtime_setup() {
+    // Descriptors 0-2 closed by our caller would otherwise be taken by the first
+    // files and sockets we open, and our messages would go into them.
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll(2) on three pollfds we own, without waiting.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } >= 0 {
+        for _closed in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+            // SAFETY: open(2) of a constant path. The lowest free number is taken,
+            // which is the lowest closed one of 0-2: each is filled in turn and
+            // stays open for good.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+    // The notify engine's threads allocate little and rarely: without this, glibc
+    // maps (and trims) a 64 MiB arena for each thread's first allocation.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; no thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // A reader that goes away (`force-bind ... | head`) makes writes to it fail with
+    // EPIPE instead of killing force-bind, and with it the program's supervision.
+    // SAFETY: ignoring a signal installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// `--generate-man` / `--completions SHELL`: the page or script on stdout.
-fn print_documentation(what: cli::Generate) -> ExitCode {
+fn print_documentation(what: cli::Generate) -> u8 {
     let mut out = std::io::stdout().lock();
     let written = match what {
         cli::Generate::ManPage => manual::write_man_page(VERSION, &mut out),
@@ -144,18 +179,18 @@ fn print_documentation(what: cli::Generate) -> ExitCode {
         }
     };
     match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("force-bind: cannot write to stdout: {e}");
-            ExitCode::from(exit::INTERNAL as u8)
+            exit::INTERNAL as u8
         }
     }
 }
 
-fn fail_spawn(e: &spawn::SpawnError) -> ExitCode {
+fn fail_spawn(e: &spawn::SpawnError) -> u8 {
     eprintln!("force-bind: {e}");
-    ExitCode::from(match e {
+    match e {
         spawn::SpawnError::NotFound(_) => exit::NOT_FOUND as u8,
         spawn::SpawnError::NotExecutable(..) => exit::NOT_EXECUTABLE as u8,
-    })
+    }
 }

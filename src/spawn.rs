@@ -241,21 +241,64 @@ pub fn forwarded_signals() -> SigSet {
     set
 }
 
-/// Forks and execs `program`. `before_exec` runs in the child first; it must be
-/// async-signal-safe (no allocation, no locks): the parent may have threads.
-pub fn spawn(
+/// How the child gets its own process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// clone(CLONE_VM | CLONE_FILES | CLONE_VFORK), as posix_spawn(3) does but
+    /// for the descriptor table: no page tables are copied and none of our pages
+    /// turns copy-on-write, and we are suspended until the child has exec'd or
+    /// exited. The child runs on a stack of its own in our memory and shares our
+    /// descriptors, so a descriptor it opens is ours too (execve gives the program
+    /// its own copy of the table, without the close-on-exec ones). `before_exec`
+    /// must not wait for us (we cannot answer), must write nothing of ours but what
+    /// its closure was given for that, must not close or replace our descriptors,
+    /// and must not change the process's dumpability (the flag lives in the memory
+    /// descriptor we share until exec).
+    SharedMemory,
+    /// fork(2): the child has a copy of our memory and runs alongside us, so
+    /// `before_exec` may wait for us (the ptrace engine seizes it first). It is forked
+    /// dumpable, so it can be seized at once.
+    Copy,
+}
+
+/// The child's own stack under `Start::SharedMemory`, in our own stack frame, as
+/// musl's posix_spawn does: we are suspended while the child runs, so nothing else
+/// uses it, and it costs no mapping and no page faults beyond what the child
+/// touches. The child only makes raw syscalls on a few locals (well under 4 KiB).
+#[repr(C, align(16))]
+struct ChildStack([u8; 32 * 1024]);
+
+/// What the child needs, prepared before it exists.
+struct ChildWork<'a, F> {
+    before_exec: &'a mut F,
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    listen_pid: Option<*mut u8>,
+    old_mask: SigSet,
+    status_write: RawFd,
+    make_dumpable: bool,
+}
+
+/// Starts `program`. `before_exec` runs in the child first; it must be
+/// async-signal-safe (no allocation, no locks): the parent may have threads. See
+/// `Start` for what else each way allows.
+pub fn spawn<F: FnMut() -> Result<(), Errno>>(
     program: &mut Program,
-    before_exec: impl FnOnce() -> Result<(), Errno>,
+    start: Start,
+    mut before_exec: F,
 ) -> anyhow::Result<Starting> {
     let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = program.env.iter().map(|e| e.as_ptr()).collect();
-    let listen_pid_ptr = program.listen_pid.as_mut().map(|buf| buf.as_mut_ptr());
-    if let Some(p) = listen_pid_ptr {
+    let listen_pid = program.listen_pid.as_mut().map(|buf| buf.as_mut_ptr());
+    if let Some(p) = listen_pid {
         envp.push(p as *const libc::c_char);
     }
     envp.push(std::ptr::null());
+    // Left uninitialised: the child writes before it reads, like any stack.
+    let mut stack = std::mem::MaybeUninit::<ChildStack>::uninit();
 
     let mut old_mask = SigSet::empty();
     sigprocmask(
@@ -264,46 +307,104 @@ pub fn spawn(
         Some(&mut old_mask),
     )
     .context("sigprocmask")?;
-    // SAFETY: the child only makes raw syscalls (sigprocmask, whatever `before_exec`
-    // does under its own contract, execve, write, _exit) on memory prepared above.
-    match unsafe { fork() }.context("cannot fork")? {
-        ForkResult::Child => {
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-            // force-bind made itself non-dumpable (lib.rs) and the child inherits
-            // that; the ptrace engine must be able to seize this child, and execve
-            // sets the program's own dumpability anyway.
-            // SAFETY: prctl with integer arguments, async-signal-safe.
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-            if let Some(p) = listen_pid_ptr {
-                // SAFETY: the buffer is "LISTEN_PID=" plus 10 spaces and a NUL, owned by
-                // `program`, which outlives this child's use of it.
-                unsafe { write_pid(p.add(LISTEN_PID.len() + 1)) };
-            }
-            let errno = match before_exec() {
-                Ok(()) => {
-                    // SAFETY: path, argv and envp are NUL-terminated strings and
-                    // NULL-terminated arrays that live until exec replaces us.
-                    unsafe { libc::execve(program.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-                    Errno::last()
-                }
-                Err(e) => e,
+    let mut work = ChildWork {
+        before_exec: &mut before_exec,
+        path: program.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        listen_pid,
+        old_mask,
+        status_write: status_write.as_raw_fd(),
+        make_dumpable: start == Start::Copy,
+    };
+    let started = match start {
+        Start::SharedMemory => {
+            // SAFETY: one past the end of `stack`, 16-aligned like it.
+            let stack_top = unsafe { stack.as_mut_ptr().add(1) }.cast::<libc::c_void>();
+            // SAFETY: the child runs `child_entry` on its own stack (the top of it
+            // is passed: stacks grow down on every architecture we build for)
+            // and makes only raw syscalls on `work`, which lives in this frame until
+            // clone returns; CLONE_VFORK keeps us suspended until then, so nothing
+            // of ours changes under it. SIGCHLD: it is waited for like a forked child.
+            let pid = unsafe {
+                libc::clone(
+                    child_entry::<F>,
+                    stack_top,
+                    libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&mut work as *mut ChildWork<'_, F>).cast(),
+                )
             };
-            let bytes = (errno as i32).to_ne_bytes();
-            // SAFETY: write and _exit are async-signal-safe; nothing else runs here.
-            unsafe {
-                libc::write(status_write.as_raw_fd(), bytes.as_ptr().cast(), 4);
-                libc::_exit(crate::exit::NOT_FOUND)
-            }
+            Errno::result(pid)
+                .map(Pid::from_raw)
+                .context("cannot start the program's process (clone)")
         }
-        ForkResult::Parent { child } => {
-            drop(status_write);
-            let started = Starting(Some(Child {
-                pid: child,
-                exec_status: status_read,
-            }));
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None).context("sigprocmask")?;
-            Ok(started)
+        Start::Copy => fork_child(&mut work),
+    };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    drop(status_write);
+    let started = Starting(Some(Child {
+        pid: started?,
+        exec_status: status_read,
+    }));
+    Ok(started)
+}
+
+/// fork(2) for `Start::Copy`. force-bind is not dumpable (lib.rs), and a child
+/// forked from it would not be either until its first steps: the ptrace engine's
+/// PTRACE_SEIZE would fail with EPERM and have to wait. So we are dumpable just
+/// across the fork: the child inherits that, and we drop it again at once, before
+/// any of the program runs (the child waits for its go-ahead or is about to exec).
+fn fork_child<F: FnMut() -> Result<(), Errno>>(work: &mut ChildWork<'_, F>) -> anyhow::Result<Pid> {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    // SAFETY: the child only makes raw syscalls (see `in_child`) on memory prepared
+    // before the fork.
+    let forked = unsafe { fork() };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    match forked.context("cannot fork")? {
+        ForkResult::Child => in_child(work),
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// The child's entry point under `Start::SharedMemory`.
+extern "C" fn child_entry<F: FnMut() -> Result<(), Errno>>(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildWork that `spawn` keeps alive until we exec or exit.
+    let work = unsafe { &mut *arg.cast::<ChildWork<'_, F>>() };
+    in_child(work)
+}
+
+/// The child between its start and exec: restores the signal mask, runs
+/// `before_exec`, execs, and on failure reports the errno on the status pipe.
+fn in_child<F: FnMut() -> Result<(), Errno>>(work: &mut ChildWork<'_, F>) -> ! {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&work.old_mask), None);
+    if work.make_dumpable {
+        // The ptrace engine must be able to seize this child (fork_child made it so
+        // already; this keeps it true whatever force-bind's state was), and execve
+        // sets the program's own dumpability anyway.
+        // SAFETY: prctl with integer arguments, async-signal-safe.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    }
+    if let Some(p) = work.listen_pid {
+        // SAFETY: the buffer is "LISTEN_PID=" plus 10 spaces and a NUL, owned by
+        // the `Program`, which outlives this child's use of it.
+        unsafe { write_pid(p.add(LISTEN_PID.len() + 1)) };
+    }
+    let errno = match (work.before_exec)() {
+        Ok(()) => {
+            // SAFETY: path, argv and envp are NUL-terminated strings and
+            // NULL-terminated arrays that live until exec replaces us.
+            unsafe { libc::execve(work.path, work.argv, work.envp) };
+            Errno::last()
         }
+        Err(e) => e,
+    };
+    let bytes = (errno as i32).to_ne_bytes();
+    // SAFETY: write and _exit are async-signal-safe; nothing else runs here.
+    unsafe {
+        libc::write(work.status_write, bytes.as_ptr().cast(), 4);
+        libc::_exit(crate::exit::NOT_FOUND)
     }
 }
 

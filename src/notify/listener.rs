@@ -27,6 +27,15 @@ pub enum Response {
     Return(i64),
 }
 
+/// What the engine waits for before it starts the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum First {
+    /// A notification is waiting, or a process that may send one is left.
+    MaySend,
+    /// Nobody uses the filter any more.
+    NobodyLeft,
+}
+
 /// The receive buffer, in 8-byte words: the kernel's struct seccomp_notif must fit.
 const RECV_WORDS: usize = 64;
 
@@ -96,6 +105,38 @@ impl Listener {
         // SAFETY: poll(2) on one pollfd we own, without waiting.
         let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
         if rc > 0 { pfd.revents } else { 0 }
+    }
+
+    /// Blocks until the first notification is waiting or the program's main process
+    /// (`main_pidfd`) has exited, and says whether anybody may still send one.
+    pub fn wait_first(&self, main_pidfd: RawFd) -> First {
+        let mut pfds = [self.raw(), main_pidfd].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        loop {
+            // SAFETY: poll(2) on two pollfds we own.
+            let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+            if rc < 0 && Errno::last() == Errno::EINTR {
+                // A forwarded signal's handler ran.
+                continue;
+            }
+            if rc < 0 || pfds[0].revents & libc::POLLIN != 0 {
+                // A notification, or a state we cannot tell.
+                return First::MaySend;
+            }
+            // The listener hung up or the main process exited. Every process using
+            // the filter gone (POLLHUP) means every descendant is gone too: they all
+            // inherit it. Since Linux 6.7 a task leaves its filter when it exits;
+            // before, only once reaped, so there the main process's exit comes first
+            // and the supervisor starts as it always did.
+            return if self.poll_now() & (libc::POLLIN | libc::POLLHUP) == libc::POLLHUP {
+                First::NobodyLeft
+            } else {
+                First::MaySend
+            };
+        }
     }
 
     /// Whether every process using the filter is gone (POLLHUP, Linux 5.8+).

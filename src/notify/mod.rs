@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::sys::socket;
 use nix::unistd::Pid;
 
 use crate::arch::Native;
@@ -66,17 +65,6 @@ pub fn run(
         .context("PR_SET_CHILD_SUBREAPER")?;
     let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Notify));
     let sync_wake_up = std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none();
-    // The child hands the listener over with SCM_RIGHTS and execs at once: no round
-    // trip. What the supervisor needs to know comes with it.
-    let (ours, theirs) = socket::socketpair(
-        socket::AddressFamily::Unix,
-        socket::SockType::SeqPacket,
-        None,
-        socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .context("cannot create a socket pair")?;
-    let handoff_fd = theirs.as_raw_fd();
-
     // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal signal
     // interrupts the target, so a bind is never done twice.
     let killable_wait = kernel.wait_killable_recv;
@@ -86,53 +74,49 @@ pub fn run(
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
     };
 
-    // Dropped on any way out before `hand_over`, it kills and reaps the child.
-    let child = spawn::spawn(program, || {
-        let mut handoff = Handoff {
-            errno: 0,
-            add_fd: 0,
-            sync_wake_up: 0,
-        };
-        match spawn::install_filter(&bpf, listener_flags) {
+    // Dropped on any way out before `hand_over`, it kills and reaps the child. The
+    // child shares our memory and descriptor table until it execs (no wait for us,
+    // no allocation; spawn::Start::SharedMemory), and we resume once it has exec'd
+    // or exited: its listener is in our table by then (exec gives the program its
+    // own copy, without the close-on-exec listener), and `handoff` says the rest.
+    let mut handoff = Handoff::default();
+    let child = spawn::spawn(program, spawn::Start::SharedMemory, || {
+        let installed = spawn::install_filter(&bpf, listener_flags);
+        match installed {
             Ok(fd) => {
-                handoff.add_fd = listener::has_add_fd(fd) as i32;
-                handoff.sync_wake_up = (sync_wake_up && listener::prefer_sync_wake_up(fd)) as i32;
-                send_handoff(handoff_fd, &handoff, Some(fd))?;
-                // Without ADDFD the supervisor falls back to ptrace: do not exec.
-                // (The listener itself is close-on-exec: the program never sees it.)
-                if handoff.add_fd == 0 {
-                    Err(Errno::ENOSYS)
-                } else {
-                    Ok(())
-                }
+                handoff.listener = fd;
+                handoff.add_fd = listener::has_add_fd(fd);
+                handoff.sync_wake_up = sync_wake_up && listener::prefer_sync_wake_up(fd);
             }
-            Err(e) => {
-                handoff.errno = e as i32;
-                send_handoff(handoff_fd, &handoff, None)?;
-                Err(e)
-            }
+            Err(e) => handoff.errno = e as i32,
+        }
+        handoff.reported = true;
+        match installed {
+            // Without ADDFD the supervisor falls back to ptrace: do not exec.
+            Ok(_) if !handoff.add_fd => Err(Errno::ENOSYS),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         }
     })?;
-    drop(theirs);
-
-    let Some((handoff, listener_fd)) = receive_handoff(&ours) else {
+    if !handoff.reported {
         return Err(anyhow::anyhow!("the program's process died while starting").into());
-    };
+    }
     // Unavailable: the child has not exec'd, nothing of the program has run, and
     // dropping `child` kills it before another engine starts the program anew.
-    let listener = match (handoff.errno, listener_fd) {
+    let listener = match handoff.errno {
         // The program may be running already: no falling back from here on.
-        (0, Some(fd)) => {
-            Listener::new(fd).map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?
-        }
-        (errno, _) => {
+        // SAFETY: the child put this fresh listener in our descriptor table, and
+        // nothing else refers to it.
+        0 => Listener::new(unsafe { OwnedFd::from_raw_fd(handoff.listener) })
+            .map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?,
+        errno => {
             let errno = Errno::from_raw(errno);
             return Err(Error::Unavailable(Unavailable(format!(
                 "cannot install a seccomp listener: {errno}"
             ))));
         }
     };
-    if handoff.add_fd == 0 {
+    if !handoff.add_fd {
         return Err(Error::Unavailable(Unavailable(
             "no SECCOMP_IOCTL_NOTIF_ADDFD (Linux 5.9)".into(),
         )));
@@ -140,96 +124,49 @@ pub fn run(
     debug!(
         "notify engine: listener fd {}; WAIT_KILLABLE_RECV: {killable_wait}; SYNC_WAKE_UP: {}",
         listener.raw(),
-        handoff.sync_wake_up != 0
+        handoff.sync_wake_up
     );
-    Arc::new(Supervisor::new(policy, listener, killable_wait))
-        .start()
-        .context("cannot start the supervisor thread")?;
     crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
-    // Only close+execve remain in the child: this read ends at exec or its failure
-    // (the child has exited then; dropping `child` reaps it).
+    // The child has exec'd or exited (we were suspended until then): this read
+    // returns at once (and on failure, dropping `child` reaps it).
     if let Some(errno) = child.exec_error() {
         return Err(SpawnError::at_exec(program.name(), errno).into());
+    }
+    // The supervisor and its threads start at the program's first trapped call: a
+    // program that never makes one (most short commands) costs no thread. Until
+    // then a bind waits in the kernel, as it would for a busy worker.
+    if main_exit_or_first_call(&listener, child.pid()) != listener::First::NobodyLeft {
+        Arc::new(Supervisor::new(policy, listener, killable_wait))
+            .start()
+            .context("cannot start the supervisor thread")?;
     }
     Ok(reap(child.hand_over().pid))
 }
 
-/// What the child tells the supervisor along with the listener.
-#[repr(C)]
+/// Waits for the program's first trapped call or its main process's exit, whichever
+/// comes first (see `Listener::wait_first`).
+fn main_exit_or_first_call(listener: &Listener, main: Pid) -> listener::First {
+    // SAFETY: pidfd_open(2) takes no pointers; the result is a new descriptor we own.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, main.as_raw(), 0) };
+    let Ok(fd) = Errno::result(rc) else {
+        return listener::First::MaySend;
+    };
+    // SAFETY: pidfd_open returned this fresh descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    listener.wait_first(pidfd.as_raw_fd())
+}
+
+/// What the child tells us, written in the memory it shares with us before exec.
 #[derive(Debug, Clone, Copy, Default)]
 struct Handoff {
+    /// The child got as far as installing the filter (or failing to).
+    reported: bool,
     /// Why no listener could be installed (EBUSY in some containers), else 0.
     errno: i32,
-    add_fd: i32,
-    sync_wake_up: i32,
-}
-
-/// sendmsg(2) of `handoff`, with `fd` attached (SCM_RIGHTS). Raw syscalls on stack
-/// memory only: this runs in the child between fork and exec.
-fn send_handoff(sock: RawFd, handoff: &Handoff, fd: Option<RawFd>) -> Result<(), Errno> {
-    let mut iov = libc::iovec {
-        iov_base: (handoff as *const Handoff).cast_mut().cast(),
-        iov_len: size_of::<Handoff>(),
-    };
-    // Room for one cmsghdr carrying one int, 8-aligned.
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; the buffer is large
-        // enough for one cmsghdr with one int (checked by the assertion), and
-        // CMSG_FIRSTHDR/CMSG_DATA point inside it.
-        unsafe {
-            let space = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-            debug_assert!(space <= size_of_val(&control));
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        }
-    }
-    // SAFETY: msg points at live stack memory for the whole call.
-    Errno::result(unsafe { libc::sendmsg(sock, &msg, 0) }).map(drop)
-}
-
-fn receive_handoff(sock: &OwnedFd) -> Option<(Handoff, Option<OwnedFd>)> {
-    let mut handoff = Handoff::default();
-    // SAFETY: Handoff is plain data, filled byte for byte from the message.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(
-            (&mut handoff as *mut Handoff).cast::<u8>(),
-            size_of::<Handoff>(),
-        )
-    };
-    let mut iov = [std::io::IoSliceMut::new(bytes)];
-    let mut space = nix::cmsg_space!(RawFd);
-    let msg = loop {
-        match socket::recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            socket::MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            Err(_) => return None,
-            Ok(msg) => break msg,
-        }
-    };
-    if msg.bytes != size_of::<Handoff>() {
-        return None;
-    }
-    let fd = msg.cmsgs().ok()?.find_map(|c| match c {
-        socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-        _ => None,
-    });
-    // SAFETY: SCM_RIGHTS gave us a fresh descriptor that we now own.
-    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    Some((handoff, fd))
+    /// The listener's number, in the descriptor table we shared.
+    listener: RawFd,
+    add_fd: bool,
+    sync_wake_up: bool,
 }
 
 /// Waits for every descendant (we are their subreaper) and returns how `main` ended.

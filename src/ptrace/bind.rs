@@ -88,7 +88,7 @@ impl Tracer<'_> {
         let regs = crate::arch::read_regs(pid)?;
         let ctx = Context {
             policy: self.policy,
-            limits: self.limits,
+            limits: self.limits(),
             pidfds: &self.pidfds,
             inherited_inodes: &self.inherited_inodes,
         };

@@ -24,13 +24,22 @@ use crate::policy::Policy;
 use crate::spawn::{self, Program, RunError, SpawnError};
 
 /// PTRACE_O_*: follow every thread and child, see exec, and (EXITKILL) take the
-/// program down with us if force-bind dies: no bind then escapes the policy.
-const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESECCOMP
+/// program down with us if force-bind dies: no bind then escapes the policy. The
+/// child is seized with `AT_SEIZE`, and each tracee gets the rest at its first
+/// stop (tracer.rs).
+pub const OPTIONS: libc::c_int = AT_SEIZE | libc::PTRACE_O_TRACEEXEC;
+
+/// OPTIONS but TRACEEXEC: the program's own first exec would otherwise stop it once
+/// more before it starts (a round trip every run pays). Nothing needs to see an
+/// exec before a tracee's first stop: the per-thread state an exec ends starts at a
+/// stop, and a failed exec is told by the child's status pipe. Every other option
+/// must be there from the start: a child forked before the first stop is attached
+/// only with TRACEFORK, and EXITKILL and TRACESECCOMP are the policy's guarantee.
+const AT_SEIZE: libc::c_int = libc::PTRACE_O_TRACESECCOMP
     | libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACEVFORK
     | libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACEEXEC
     | libc::PTRACE_O_EXITKILL;
 
 /// Runs `program` under the ptrace engine until it and every descendant are gone.
@@ -42,7 +51,7 @@ pub fn run(policy: &Policy, kernel: Kernel, program: &mut Program) -> Result<Sta
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let go_fd = go_read.as_raw_fd();
     // Dropped on any way out before `hand_over`, it kills and reaps the child.
-    let child = spawn::spawn(program, || {
+    let child = spawn::spawn(program, spawn::Start::Copy, || {
         spawn::wait_for_byte(go_fd)?;
         spawn::install_filter(&bpf, 0).map(drop)
     })?;
@@ -63,17 +72,17 @@ pub fn run(policy: &Policy, kernel: Kernel, program: &mut Program) -> Result<Sta
     }
 }
 
-/// PTRACE_SEIZE on the child. force-bind is not dumpable (lib.rs) and the child
-/// inherits that until its first step after fork makes it dumpable again (spawn.rs),
-/// which may not have run yet: until then a seize by a force-bind without
-/// CAP_SYS_PTRACE fails with EPERM. So EPERM is tried again, for a bounded time.
+/// PTRACE_SEIZE on the child. The child is forked dumpable (spawn.rs), so the first
+/// try succeeds; should force-bind have been unable to make it so, its first step
+/// after fork does it, and until then a seize by a force-bind without CAP_SYS_PTRACE
+/// fails with EPERM. So EPERM is tried again, for a bounded time.
 fn seize(pid: nix::unistd::Pid) -> Result<(), Errno> {
     const TRIES: u32 = 1000;
     let mut tries = 0;
     loop {
         // SAFETY: PTRACE_SEIZE takes the options as data, no pointers.
         let seized = Errno::result(unsafe {
-            libc::ptrace(libc::PTRACE_SEIZE, pid.as_raw(), 0, OPTIONS as usize)
+            libc::ptrace(libc::PTRACE_SEIZE, pid.as_raw(), 0, AT_SEIZE as usize)
         });
         match seized {
             Err(Errno::EPERM) if tries < TRIES => {

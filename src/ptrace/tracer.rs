@@ -100,8 +100,12 @@ pub struct Tracer<'p> {
     /// Per thread: what its borrowed getsockopt calls reported, for the bind it is
     /// about to run again.
     pub facts: HashMap<Pid, SocketFacts>,
-    pub limits: crate::sidebind::Limits,
+    /// Read at the first trapped call (a /proc/sys read a program that never binds
+    /// does not pay for).
+    limits: std::cell::OnceCell<crate::sidebind::Limits>,
     pub pidfds: crate::target::Pidfds,
+    /// Tracees given every option (`complete_options`).
+    full_options: std::collections::HashSet<Pid>,
 }
 
 /// What a seccomp stop is about.
@@ -133,9 +137,9 @@ impl<'p> Tracer<'p> {
             inherited_inodes,
             has_pidfd_getfd: kernel.pidfd_getfd,
             facts: HashMap::new(),
-            // A ptrace stop cannot be interrupted by a signal: no retried binds.
-            limits: crate::sidebind::Limits::read(false),
+            limits: std::cell::OnceCell::new(),
             pidfds: crate::target::Pidfds::default(),
+            full_options: std::collections::HashSet::new(),
         }
     }
 
@@ -151,6 +155,7 @@ impl<'p> Tracer<'p> {
                 continue;
             };
             debug!("ptrace stop: {stop:?}");
+            self.complete_options(stop);
             if let Err(e) = self.handle(stop) {
                 // ESRCH: the tracee died under us (SIGKILL, exec by another thread);
                 // its exit is reported separately.
@@ -168,6 +173,40 @@ impl<'p> Tracer<'p> {
             self.main_status
                 .unwrap_or(Status::Exited(crate::exit::INTERNAL)),
         ))
+    }
+
+    /// A tracee's first stop: it gets every option (see ptrace::OPTIONS). New
+    /// tracees inherit their parent's options at fork, which may predate that, and
+    /// start with an event-stop, so none runs code of its own without them.
+    fn complete_options(&mut self, stop: Stop) {
+        let pid = match stop {
+            Stop::Exited { pid, .. } | Stop::Killed { pid, .. } => {
+                self.full_options.remove(&pid);
+                return;
+            }
+            Stop::Seccomp { pid }
+            | Stop::Syscall { pid }
+            | Stop::Forked { pid }
+            | Stop::Exec { pid }
+            | Stop::GroupStop { pid, .. }
+            | Stop::EventStop { pid }
+            | Stop::OtherEvent { pid }
+            | Stop::Signal { pid, .. } => pid,
+        };
+        if self.full_options.insert(pid) {
+            // SAFETY: SETOPTIONS takes the option bits as data, no pointers.
+            let rc = unsafe {
+                libc::ptrace(
+                    libc::PTRACE_SETOPTIONS,
+                    pid.as_raw(),
+                    0,
+                    super::OPTIONS as usize,
+                )
+            };
+            if rc != 0 {
+                debug!("pid {pid}: PTRACE_SETOPTIONS: {}", Errno::last());
+            }
+        }
     }
 
     fn handle(&mut self, stop: Stop) -> Result<(), Errno> {
@@ -278,6 +317,13 @@ impl<'p> Tracer<'p> {
             self.main_status = Some(status);
             crate::exit::program_gone();
         }
+    }
+
+    pub fn limits(&self) -> crate::sidebind::Limits {
+        // A ptrace stop cannot be interrupted by a signal: no retried binds.
+        *self
+            .limits
+            .get_or_init(|| crate::sidebind::Limits::read(false))
     }
 
     /// Records what to do at the syscall's exit, and asks to stop there.
