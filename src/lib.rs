@@ -12,6 +12,7 @@ mod arch;
 
 mod activation;
 mod as_target;
+mod bpf;
 mod cli;
 mod diagnose;
 mod engine;
@@ -129,6 +130,10 @@ pub fn run() -> ExitCode {
         Err(RunError::Engine(e)) => {
             eprintln!("force-bind: {e:#}");
             ExitCode::from(exit::INTERNAL as u8)
+        }
+        Err(RunError::Refused(why)) => {
+            eprintln!("force-bind: {why}");
+            ExitCode::from(exit::USAGE as u8)
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum RunError {
     Spawn(SpawnError),
     /// force-bind's own failure (125), with its context.
     Engine(anyhow::Error),
+    /// The chosen engine cannot carry this policy out (2, like a bad rule): one line.
+    Refused(String),
 }
 
 impl From<SpawnError> for RunError {

@@ -59,12 +59,42 @@ pub fn run(
     kernel: Kernel,
     program: &mut Program,
 ) -> Result<Status, Error> {
+    let setup = Setup {
+        traps: Traps::for_policy(policy, Trap::Notify),
+        in_child: &|| Ok(()),
+        after_spawn: &|_| Ok(()),
+        binds_in_kernel: false,
+    };
+    run_with(policy, kernel, program, &setup)
+}
+
+/// What another engine changes in the notify engine's run: the bpf engine traps only
+/// listen(), moves the child into its cgroup before the filter goes in, and has the
+/// kernel decide binds.
+pub struct Setup<'a> {
+    pub traps: Traps,
+    /// In the child, before the filter is installed; async-signal-safe.
+    pub in_child: &'a dyn Fn() -> Result<(), Errno>,
+    /// In force-bind, once the child exists.
+    pub after_spawn: &'a dyn Fn(Pid) -> anyhow::Result<()>,
+    /// Binds are decided in the kernel and never reach the supervisor
+    /// (sidebind::Limits::binds_in_kernel).
+    pub binds_in_kernel: bool,
+}
+
+/// As `run`, changed by `setup`.
+pub fn run_with(
+    policy: &'static Policy,
+    kernel: Kernel,
+    program: &mut Program,
+    setup: &Setup,
+) -> Result<Status, Error> {
     // Descendants that outlive their parent (daemons) are reparented to us, so we can
     // wait for the last one as the ptrace engine does.
     // SAFETY: prctl with integer arguments.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .context("PR_SET_CHILD_SUBREAPER")?;
-    let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Notify));
+    let bpf = filter::build::<Native>(setup.traps);
     let sync_wake_up = std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none();
     // The child hands the listener over with SCM_RIGHTS and execs at once: no round
     // trip. What the supervisor needs to know comes with it.
@@ -87,12 +117,14 @@ pub fn run(
     };
 
     // Dropped on any way out before `hand_over`, it kills and reaps the child.
+    let in_child = setup.in_child;
     let child = spawn::spawn(program, || {
         let mut handoff = Handoff {
             errno: 0,
             add_fd: 0,
             sync_wake_up: 0,
         };
+        in_child()?;
         match spawn::install_filter(&bpf, listener_flags) {
             Ok(fd) => {
                 handoff.add_fd = listener::has_add_fd(fd) as i32;
@@ -114,6 +146,7 @@ pub fn run(
         }
     })?;
     drop(theirs);
+    (setup.after_spawn)(child.pid())?;
 
     let Some((handoff, listener_fd)) = receive_handoff(&ours) else {
         return Err(anyhow::anyhow!("the program's process died while starting").into());
@@ -142,7 +175,9 @@ pub fn run(
         listener.raw(),
         handoff.sync_wake_up != 0
     );
-    Arc::new(Supervisor::new(policy, listener, killable_wait))
+    let mut supervisor = Supervisor::new(policy, listener, killable_wait);
+    supervisor.limits.binds_in_kernel = setup.binds_in_kernel;
+    Arc::new(supervisor)
         .start()
         .context("cannot start the supervisor thread")?;
     crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
@@ -233,7 +268,7 @@ fn receive_handoff(sock: &OwnedFd) -> Option<(Handoff, Option<OwnedFd>)> {
 }
 
 /// Waits for every descendant (we are their subreaper) and returns how `main` ended.
-fn reap(main: Pid) -> Status {
+pub fn reap(main: Pid) -> Status {
     let mut main_status = None;
     loop {
         let mut status = 0;
