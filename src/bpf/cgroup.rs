@@ -130,6 +130,22 @@ impl Drop for Cgroup {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie (a killed force-bind its parent
+/// has not reaped yet is gone for this purpose).
+fn is_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => {
+            // SAFETY: signal 0 only checks that the process exists.
+            unsafe { libc::kill(pid, 0) == 0 || Errno::last() != Errno::ESRCH }
+        }
+    }
+}
+
 /// Removes force-bind-PID cgroups under `parent` whose force-bind is gone; rmdir
 /// refuses those that processes still use, which keep their programs.
 fn remove_leftovers(parent: &Path) {
@@ -145,8 +161,7 @@ fn remove_leftovers(parent: &Path) {
         else {
             continue;
         };
-        // SAFETY: signal 0 only checks that the process exists.
-        if pid <= 0 || unsafe { libc::kill(pid, 0) } == 0 || Errno::last() != Errno::ESRCH {
+        if pid <= 0 || is_alive(pid) {
             continue;
         }
         let path = entry.path();
