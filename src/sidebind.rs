@@ -479,9 +479,8 @@ pub fn listen(socket: &Socket, backlog: i32) -> Result<(), Errno> {
 /// `judge_listen` when binds were decided in the kernel: a socket bound to an address
 /// where a deny rule lets port-0 binds through may have been bound on port 0, so its
 /// listen() is judged on the port it has, as the other engines judge a remembered
-/// one. A socket bound to that port on purpose was allowed there by the rules, so
-/// the same decision allows its listen, unless a rewrite sent it to an address the
-/// rules deny (not idempotent): then the listen is denied, failing closed.
+/// one. A socket bound there on purpose was allowed there by the rules, or sent
+/// there by a rewrite rule (`-d -m '[::]:80/0=[::1]:8080'`): those listen.
 fn judge_listen_on_address(
     policy: &Policy,
     pid: Pid,
@@ -508,6 +507,9 @@ fn judge_listen_on_address(
     let Decision::Deny(errno) = verdict.decision else {
         return None;
     };
+    if policy.rewrites_to(&addr) {
+        return None;
+    }
     if let Some(a) = Announcement::new(pid, Call::Listen, fd, addr, socket.kind, &verdict) {
         a.emit(Err(errno));
     }

@@ -110,6 +110,19 @@ bpf_test! {
         let f = run(force_bind(Engine::Bpf, &["-d", "-m", ":40000-40100=deny", "true"]));
         assert_eq!(f.code(), Some(2), "{f}");
         assert!(f.stderr.contains("ip_local_port_range"), "{f}");
+        // fd=3 with a socket really passed on fd 3.
+        let code = "import os, socket, sys\n\
+                    s = socket.socket(); s.bind(('127.0.0.1', 0))\n\
+                    os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n\
+                    os.execv(sys.argv[1], sys.argv[1:])\n";
+        let cmd = command(
+            python3(),
+            &["-c", code, force_bind_bin(), "--engine", "bpf", "-b", "[::1]", "-m", ":80=fd=3", "true"],
+        );
+        let f = run(cmd);
+        assert_eq!(f.code(), Some(2), "{f}");
+        assert!(f.stderr.contains("inherited socket"), "{f}");
+        assert_eq!(f.stderr_lines().len(), 1, "{f}");
     }
 
     /// Raw, ping and SCTP sockets bind without passing the bind hooks: they cannot
