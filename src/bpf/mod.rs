@@ -114,7 +114,7 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
         ),
     ];
     for (ty, at, insns) in all {
-        let name = format!("force_bind_{}", at.name());
+        let name = format!("forcebind_{}", at.name());
         let fd = loader::load(ty, at, &name, insns).map_err(|e| {
             Error::Unavailable(match e.errno {
                 Errno::EPERM | Errno::EACCES if e.log.is_empty() => format!(
