@@ -273,6 +273,45 @@ bpf_test! {
         let _ = fs::remove_file(&out);
     }
 
+    /// A root program cannot leave its cgroup or take the programs off it: the
+    /// cgroup2 mounts are read-only in its mount namespace, BPF_PROG_DETACH without
+    /// the programs' descriptors fails (they are BPF_F_ALLOW_MULTI) and
+    /// BPF_PROG_GET_FD_BY_ID needs the CAP_SYS_ADMIN it no longer has; its binds
+    /// stay policed.
+    fn a_root_program_cannot_leave_the_policy() {
+        let code = "import ctypes, os, socket, struct\n\
+                    libc = ctypes.CDLL(None, use_errno=True)\n\
+                    path = [l for l in open('/proc/self/mountinfo') if ' - cgroup2 ' in l][0].split()[4]\n\
+                    own = open('/proc/self/cgroup').read().splitlines()[-1][3:]\n\
+                    try:\n    \
+                        open(path + '/cgroup.procs', 'w').write(str(os.getpid())); print('moved')\n\
+                    except OSError as e:\n    \
+                        print('move errno', e.errno)\n\
+                    fd = os.open(path + own, os.O_RDONLY)\n\
+                    for t in (2, 8, 9):\n    \
+                        a = ctypes.create_string_buffer(struct.pack('IIII', fd, 0, t, 0))\n    \
+                        print('detach', libc.syscall(321, 9, a, 16), ctypes.get_errno())\n\
+                    a = ctypes.create_string_buffer(struct.pack('IIII', 1, 0, 0, 0))\n\
+                    print('get_fd_by_id', libc.syscall(321, 13, a, 16), ctypes.get_errno())\n\
+                    s = socket.socket(); s.bind(('127.0.0.1', 0)); print('bound', s.getsockname()[0])\n";
+        let mut args = vec!["-b", "127.0.0.2", "-b", "[::1]"];
+        args.extend(python_args(code, &[]));
+        let f = run(force_bind(Engine::Bpf, &args));
+        f.assert_success();
+        assert_eq!(
+            f.stdout.lines().collect::<Vec<_>>(),
+            [
+                "move errno 30",
+                "detach -1 22",
+                "detach -1 22",
+                "detach -1 22",
+                "get_fd_by_id -1 1",
+                "bound 127.0.0.2"
+            ],
+            "{f}"
+        );
+    }
+
     /// -v names the engine and what it does with listen().
     fn verbose_names_the_engine() {
         let f = run(force_bind(Engine::Bpf, &["-v", "-b", "[::1]", "true"]));

@@ -34,7 +34,7 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -11,6 +11,7 @@ use super::insn::Insn;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_F_ALLOW_MULTI: u32 = 2;
 
 /// enum bpf_prog_type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,16 +128,19 @@ pub fn load(
     }
 }
 
-/// Attaches `prog` to the cgroup `cgroup` at `attach`, with no flags: descendants of
-/// that cgroup cannot attach programs of their own there (the program cannot add one
-/// that runs before ours and undoes it), and the attachment lives as long as the
-/// cgroup, not as long as force-bind (a BPF_LINK_CREATE link would die with it).
+/// Attaches `prog` to the cgroup `cgroup` at `attach`. The attachment lives as long
+/// as the cgroup, not as long as force-bind (a BPF_LINK_CREATE link would die with
+/// it). BPF_F_ALLOW_MULTI because of how detaching works: a program attached without
+/// it is detached by anyone with CAP_NET_ADMIN and a descriptor of the cgroup, while
+/// one attached with it can only be detached with its own descriptor, which only
+/// BPF_PROG_GET_FD_BY_ID (CAP_SYS_ADMIN) gives another process (bpf/confine.rs drops
+/// that capability from the program).
 pub fn attach(cgroup: &OwnedFd, prog: &OwnedFd, attach: AttachType) -> Result<(), Errno> {
     let mut attr = AttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: attach as u32,
-        attach_flags: 0,
+        attach_flags: BPF_F_ALLOW_MULTI,
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }

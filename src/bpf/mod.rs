@@ -20,6 +20,7 @@
 
 mod cgroup;
 mod codegen;
+mod confine;
 mod insn;
 #[cfg(test)]
 mod interp;
@@ -192,11 +193,15 @@ pub fn run(
     // no instruction of the program runs outside it.
     let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (gate_r, gate_w) = (gate_read.as_raw_fd(), gate_write.as_raw_fd());
-    let in_child = move || {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    let confinement = confine::Confinement::new(&mountinfo);
+    let in_child = || {
         // SAFETY: close is async-signal-safe; the child's copy of the write end must
         // go, or a force-bind that died here would leave the child waiting forever.
         unsafe { libc::close(gate_w) };
-        spawn::wait_for_byte(gate_r)
+        spawn::wait_for_byte(gate_r)?;
+        confinement.apply()
     };
     let after_spawn = |pid: Pid| -> anyhow::Result<()> {
         let text = pid.as_raw().to_string();
