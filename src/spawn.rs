@@ -184,11 +184,16 @@ impl Child {
 /// `hand_over` (an error, `?`, a fallback to another engine, a panic) drops it, and
 /// dropping it SIGKILLs and reaps the child: no half-started program runs on without
 /// its engine, and none is left a zombie.
-pub struct Starting(Option<Child>);
+pub struct Starting(Option<Child>, bool);
 
 impl Starting {
     pub fn pid(&self) -> Pid {
         self.child().pid
+    }
+
+    /// Whether the child started in the cgroup `spawn_into` asked for.
+    pub fn placed(&self) -> bool {
+        self.1
     }
 
     /// As `Child::exec_error`.
@@ -249,6 +254,81 @@ pub fn spawn(
     program: &mut Program,
     before_exec: impl FnOnce() -> Result<(), Errno>,
 ) -> anyhow::Result<Starting> {
+    spawn_into(program, None, before_exec)
+}
+
+/// struct clone_args (<linux/sched.h>), up to `cgroup` (Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(), or with `cgroup` (a cgroup2 directory) clone3(CLONE_INTO_CGROUP), which
+/// starts the child in that cgroup: no migration afterwards, which costs an RCU grace
+/// period (several ms) on every cgroup.procs write. True when the child was placed;
+/// false when this kernel cannot (before 5.7) and it is a plain fork.
+///
+/// # Safety
+/// As fork(2) in a process that may have threads: the child may only make
+/// async-signal-safe calls. clone3 bypasses glibc's fork, so the child's thread
+/// descriptor keeps the parent thread's cached TID: nothing the child runs may use it
+/// (no raise, no pthread calls).
+unsafe fn fork_into(cgroup: Option<RawFd>) -> nix::Result<(ForkResult, bool)> {
+    if let Some(fd) = cgroup {
+        let mut args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid clone_args of the size passed; without CLONE_VM
+        // and with no stack the child runs on a copy of this stack, as after fork.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                size_of::<CloneArgs>(),
+            )
+        };
+        match Errno::result(rc) {
+            Ok(0) => return Ok((ForkResult::Child, true)),
+            Ok(pid) => {
+                return Ok((
+                    ForkResult::Parent {
+                        child: Pid::from_raw(pid as i32),
+                    },
+                    true,
+                ));
+            }
+            // No clone3 or no CLONE_INTO_CGROUP: fork, and the caller moves the child.
+            Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { fork() }.map(|r| (r, false))
+}
+
+/// As `spawn`, starting the child in the cgroup whose directory `cgroup` is open
+/// where the kernel can (`Starting::placed`).
+pub fn spawn_into(
+    program: &mut Program,
+    cgroup: Option<RawFd>,
+    before_exec: impl FnOnce() -> Result<(), Errno>,
+) -> anyhow::Result<Starting> {
     let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -268,7 +348,8 @@ pub fn spawn(
     .context("sigprocmask")?;
     // SAFETY: the child only makes raw syscalls (sigprocmask, whatever `before_exec`
     // does under its own contract, execve, write, _exit) on memory prepared above.
-    match unsafe { fork() }.context("cannot fork")? {
+    let (forked, placed) = unsafe { fork_into(cgroup) }.context("cannot fork")?;
+    match forked {
         ForkResult::Child => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
             // force-bind made itself non-dumpable (lib.rs) and the child inherits
@@ -299,10 +380,13 @@ pub fn spawn(
         }
         ForkResult::Parent { child } => {
             drop(status_write);
-            let started = Starting(Some(Child {
-                pid: child,
-                exec_status: status_read,
-            }));
+            let started = Starting(
+                Some(Child {
+                    pid: child,
+                    exec_status: status_read,
+                }),
+                placed,
+            );
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None).context("sigprocmask")?;
             Ok(started)
         }

@@ -2,8 +2,9 @@
 // programs (codegen.rs) that the kernel runs inside bind(2) on its own copy of the
 // sockaddr: nothing stops the program, nothing can be swapped after a check, and
 // io_uring's binds pass the same hooks. force-bind creates a cgroup under its own
-// (cgroup.rs), attaches the programs there (loader.rs), moves the child into it
-// before exec and waits. listen()'s implicit bind never reaches the bind hooks, so
+// (cgroup.rs), attaches the programs there (loader.rs), starts the child in it
+// (clone3 CLONE_INTO_CGROUP, 5.7; before that it is moved there before it may exec)
+// and waits. listen()'s implicit bind never reaches the bind hooks, so
 // when the policy judges listen() a seccomp filter traps listen() alone and the
 // notify engine judges it (with the same handler as without bpf).
 //
@@ -189,8 +190,8 @@ pub fn run(
     // SAFETY: prctl with integer arguments.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .context("PR_SET_CHILD_SUBREAPER")?;
-    // The child waits at the gate until force-bind has moved it into the cgroup, so
-    // no instruction of the program runs outside it.
+    // The child waits at the gate until it is in the cgroup (placed there by clone3,
+    // or moved by force-bind), so no instruction of the program runs outside it.
     let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (gate_r, gate_w) = (gate_read.as_raw_fd(), gate_write.as_raw_fd());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
@@ -203,10 +204,14 @@ pub fn run(
         spawn::wait_for_byte(gate_r)?;
         confinement.apply()
     };
-    let after_spawn = |pid: Pid| -> anyhow::Result<()> {
-        let text = pid.as_raw().to_string();
-        nix::unistd::write(&cgroup.procs, text.as_bytes())
-            .with_context(|| format!("cannot move the program into {}", cgroup.path.display()))?;
+    let after_spawn = |pid: Pid, placed: bool| -> anyhow::Result<()> {
+        if !placed {
+            // Before 5.7 (no CLONE_INTO_CGROUP): moved here, before it may exec.
+            let text = pid.as_raw().to_string();
+            nix::unistd::write(&cgroup.procs, text.as_bytes()).with_context(|| {
+                format!("cannot move the program into {}", cgroup.path.display())
+            })?;
+        }
         nix::unistd::write(&gate_write, b"1").context("cannot start the program")?;
         Ok(())
     };
@@ -222,6 +227,7 @@ pub fn run(
                 sctp_bindx: false,
             },
             in_child: &in_child,
+            cgroup: Some(cgroup.dir.as_raw_fd()),
             after_spawn: &after_spawn,
             binds_in_kernel: true,
         };
@@ -236,8 +242,8 @@ pub fn run(
             }
         }
     } else {
-        let child = spawn::spawn(program, in_child)?;
-        after_spawn(child.pid())?;
+        let child = spawn::spawn_into(program, Some(cgroup.dir.as_raw_fd()), in_child)?;
+        after_spawn(child.pid(), child.placed())?;
         crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
         if let Some(errno) = child.exec_error() {
             return Err(Error::Run(RunError::Spawn(SpawnError::at_exec(

@@ -62,7 +62,8 @@ pub fn run(
     let setup = Setup {
         traps: Traps::for_policy(policy, Trap::Notify),
         in_child: &|| Ok(()),
-        after_spawn: &|_| Ok(()),
+        cgroup: None,
+        after_spawn: &|_, _| Ok(()),
         binds_in_kernel: false,
     };
     run_with(policy, kernel, program, &setup)
@@ -75,8 +76,11 @@ pub struct Setup<'a> {
     pub traps: Traps,
     /// In the child, before the filter is installed; async-signal-safe.
     pub in_child: &'a dyn Fn() -> Result<(), Errno>,
-    /// In force-bind, once the child exists.
-    pub after_spawn: &'a dyn Fn(Pid) -> anyhow::Result<()>,
+    /// The cgroup (an open cgroup2 directory) to start the child in, where the kernel
+    /// can (spawn::spawn_into).
+    pub cgroup: Option<RawFd>,
+    /// In force-bind, once the child exists; true if it started in `cgroup`.
+    pub after_spawn: &'a dyn Fn(Pid, bool) -> anyhow::Result<()>,
     /// Binds are decided in the kernel and never reach the supervisor
     /// (sidebind::Limits::binds_in_kernel).
     pub binds_in_kernel: bool,
@@ -118,7 +122,7 @@ pub fn run_with(
 
     // Dropped on any way out before `hand_over`, it kills and reaps the child.
     let in_child = setup.in_child;
-    let child = spawn::spawn(program, || {
+    let child = spawn::spawn_into(program, setup.cgroup, || {
         let mut handoff = Handoff {
             errno: 0,
             add_fd: 0,
@@ -146,7 +150,7 @@ pub fn run_with(
         }
     })?;
     drop(theirs);
-    (setup.after_spawn)(child.pid())?;
+    (setup.after_spawn)(child.pid(), child.placed())?;
 
     let Some((handoff, listener_fd)) = receive_handoff(&ours) else {
         return Err(anyhow::anyhow!("the program's process died while starting").into());
