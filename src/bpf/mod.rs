@@ -10,7 +10,7 @@
 //
 // Hand-assembled, like the seccomp filter (filter.rs), rather than built with aya or
 // libbpf-rs: the programs are a few dozen instructions of compares and stores, with
-// no maps and no helper calls, generated from the rules at run time; a
+// one map (socket storage for IPV6_V6ONLY) and one helper, generated from the rules at run time; a
 // compiler toolchain (clang, BTF, an ELF loader) would add a build dependency and
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
