@@ -35,6 +35,7 @@ use crate::policy::Policy;
 use crate::rule::{Action, PortRange, Proto, Rule};
 
 // offsetof(struct bpf_sock_addr, ...) (<linux/bpf.h>).
+pub const CTX_USER_FAMILY: i16 = 0;
 pub const CTX_USER_IP4: i16 = 4;
 pub const CTX_USER_IP6: i16 = 8;
 pub const CTX_USER_PORT: i16 = 24;
@@ -204,6 +205,19 @@ fn bind_program(
     let mut tracks = false;
     let mut a = Asm::new();
     prologue(&mut a);
+    // A sockaddr of another family is the kernel's to refuse (EAFNOSUPPORT, after
+    // the hook), except AF_UNSPEC with INADDR_ANY, which inet_bind() takes as 0.0.0.0.
+    a.load(R2, CTX, CTX_USER_FAMILY);
+    match family {
+        Family::V4 => {
+            a.jump_if(R2, Cmp::Eq, libc::AF_INET as u32, "own_family");
+            a.jump_if(R2, Cmp::Ne, libc::AF_UNSPEC as u32, "foreign_family");
+            a.load(R2, CTX, CTX_USER_IP4);
+            a.jump_if(R2, Cmp::Ne, 0, "foreign_family");
+            a.label("own_family");
+        }
+        Family::V6 => a.jump_if(R2, Cmp::Ne, libc::AF_INET6 as u32, "foreign_family"),
+    }
     match family {
         Family::V4 => {
             let view = View {
@@ -303,6 +317,8 @@ fn bind_program(
             )?);
         }
     }
+    a.label("foreign_family");
+    a.ret(ALLOW);
     Ok((a.finish(), tracks))
 }
 

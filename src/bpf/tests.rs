@@ -319,6 +319,27 @@ fn programs_do_what_decide_says() {
     assert!(tracked >= 10, "{tracked}");
 }
 
+/// A sockaddr of another family is left to the kernel (EAFNOSUPPORT), except
+/// AF_UNSPEC with INADDR_ANY on an IPv4 socket, which the kernel binds as 0.0.0.0.
+#[test]
+fn other_families_are_the_kernels_to_refuse() {
+    let p = codegen::compile(&policy(&["-d"]), &FACTS).unwrap();
+    let run = |prog: &[Insn], family: i32, ip4: [u8; 4]| {
+        let req = BindRequest::tcp("0.0.0.0:80".parse().unwrap());
+        let mut ctx = context(&req);
+        ctx[0..4].copy_from_slice(&(family as u32).to_ne_bytes());
+        ctx[4..8].copy_from_slice(&ip4);
+        Machine::new(ctx).run(prog)
+    };
+    assert_eq!(run(&p.bind4, libc::AF_INET, [0; 4]), 0);
+    assert_eq!(run(&p.bind4, libc::AF_UNSPEC, [0; 4]), 0);
+    assert_eq!(run(&p.bind4, libc::AF_UNSPEC, [127, 0, 0, 1]), 1);
+    assert_eq!(run(&p.bind4, libc::AF_INET6, [0; 4]), 1);
+    assert_eq!(run(&p.bind4, libc::AF_UNIX, [0; 4]), 1);
+    assert_eq!(run(&p.bind6, libc::AF_INET, [0; 4]), 1);
+    assert_eq!(run(&p.bind6, libc::AF_INET6, [0; 4]), 0);
+}
+
 #[test]
 fn setsockopt_records_ipv6_v6only() {
     let p = codegen::compile(&policy(&["-b", "127.0.0.1"]), &FACTS).unwrap();
@@ -476,6 +497,11 @@ fn golden_bind4_for_a_rewrite_and_an_allow() {
     want.extend([
         (0x16, 3, 0, 1, 132),                                //   if SCTP
         (0xb4, 8, 0, 0, 4),                                  // class = other
+        (0x61, 2, 6, 0, 0),                                  // user_family
+        (0x16, 2, 0, 3, 2),                                  //   AF_INET: judged
+        (0x56, 2, 0, 15, 0),                                 //   not AF_UNSPEC: kernel's
+        (0x61, 2, 6, 4, 0),                                  //   AF_UNSPEC with
+        (0x56, 2, 0, 13, 0),                                 //   INADDR_ANY: judged
         (0x61, 2, 6, 4, 0),                                  // r2 = user_ip4
         (0x16, 2, 0, 1, i32::from_ne_bytes([127, 0, 0, 5])), // == 127.0.0.5?
         (0x05, 0, 0, 2, 0),                                  // goto next
@@ -494,6 +520,8 @@ fn golden_bind4_for_a_rewrite_and_an_allow() {
         ), // no: port
         (0x63, 6, 2, 24, 0),                                 //   8080
         (0xb4, 0, 0, 0, 1),                                  // allow
+        (0x95, 0, 0, 0, 0),
+        (0xb4, 0, 0, 0, 1), // another family: the kernel refuses it
         (0x95, 0, 0, 0, 0),
     ]);
     assert_eq!(tuples(&p.bind4), want);
@@ -519,7 +547,9 @@ fn golden_bind6_for_deny_with_one_allowed_port() {
     want.extend([
         (0x16, 3, 0, 1, 132),
         (0xb4, 8, 0, 0, 4),
-        (0x61, 2, 6, 8, 0), // user_ip6[0] != 0: native
+        (0x61, 2, 6, 0, 0),   // user_family
+        (0x56, 2, 0, 36, 10), //   not AF_INET6: the kernel's
+        (0x61, 2, 6, 8, 0),   // user_ip6[0] != 0: native
         (0x56, 2, 0, 25, 0),
         (0x61, 2, 6, 12, 0),
         (0x56, 2, 0, 23, 0),
@@ -532,5 +562,6 @@ fn golden_bind6_for_deny_with_one_allowed_port() {
     for _section in ["[::]", "mapped", "native"] {
         want.extend(rules);
     }
+    want.extend([(0xb4, 0, 0, 0, 1), (0x95, 0, 0, 0, 0)]);
     assert_eq!(tuples(&p.bind6), want);
 }
