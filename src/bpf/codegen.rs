@@ -9,11 +9,9 @@
 // 0: bind fails with EPERM), or rewrite (store the new address and port into the
 // context, then return 1). bind6 has one section per way `decide` sees an IPv6 bind:
 // v4-mapped (the IPv4 rules, on the mapped address), `[::]` (a constant address:
-// only the port and the kind are tested), and any other address. Where the policy
-// decides `[::]` differently for a dual-stack socket than for an IPv6-only one, bind6
-// reads IPV6_V6ONLY from the socket's storage, where a setsockopt program recorded
-// it (the hook cannot read it otherwise); without socket storage such a policy is
-// refused.
+// only the port and the kind are tested), and any other address. A policy that
+// decides `[::]` differently for a dual-stack socket than for an IPv6-only one is
+// refused: the hook cannot see IPV6_V6ONLY.
 //
 // sock_create (BPF_PROG_TYPE_CGROUP_SOCK at BPF_CGROUP_INET_SOCK_CREATE) refuses the
 // IP sockets whose binds never reach the bind hooks: raw, ping and SCTP sockets (and
@@ -30,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::insn::{Asm, Cmp, Insn, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9};
+use super::insn::{Asm, Cmp, Insn, R1, R2, R3, R6, R7, R8};
 use crate::policy::Policy;
 use crate::rule::{Action, PortRange, Proto, Rule};
 
@@ -67,48 +65,21 @@ fn class(proto: Proto) -> u32 {
     }
 }
 
-/// Registers the rule code reads: the context, the port (host order), the class, and
-/// (bind6's `[::]` section) the recorded IPV6_V6ONLY.
+/// Registers the rule code reads: the context, the port (host order), the class.
 const CTX: u8 = R6;
 const PORT: u8 = R7;
 const CLASS: u8 = R8;
-const V6ONLY: u8 = R9;
 
 /// What the kernel lets the programs see, found at start (bpf/mod.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
     /// net.ipv4.ip_local_port_range: the ports a port-0 bind can get.
     pub ephemeral_ports: PortRange,
-    /// IPV6_V6ONLY can be followed: the kernel has socket storage for the hooks
-    /// (BPF_MAP_TYPE_SK_STORAGE and bpf_sk_storage_get in the setsockopt and bind6
-    /// programs), so the setsockopt program records what the program sets and bind6
-    /// reads it back.
-    pub v6only_tracked: bool,
-    /// net.ipv6.bindv6only: what a socket that never set IPV6_V6ONLY has.
-    pub bindv6only: bool,
 }
 
-/// The values the setsockopt program stores for a socket (none stored: `bindv6only`).
-pub const STORED_V6ONLY: u32 = 1;
-pub const STORED_DUAL: u32 = 2;
-/// BPF_FUNC_sk_storage_get and its BPF_SK_STORAGE_GET_F_CREATE.
-pub const HELPER_SK_STORAGE_GET: i32 = 107;
-const SK_STORAGE_GET_F_CREATE: i32 = 1;
-/// offsetof(struct bpf_sock_addr, sk).
-pub const CTX_SK: i16 = 64;
-// offsetof(struct bpf_sockopt, ...): the setsockopt program's context.
-pub const SOCKOPT_SK: i16 = 0;
-pub const SOCKOPT_OPTVAL: i16 = 8;
-pub const SOCKOPT_OPTVAL_END: i16 = 16;
-pub const SOCKOPT_LEVEL: i16 = 24;
-pub const SOCKOPT_OPTNAME: i16 = 28;
-pub const SOL_IPV6: u32 = 41;
-pub const IPV6_V6ONLY: u32 = 26;
-
-/// Why a policy whose `[::]` decision depends on IPV6_V6ONLY is refused without
-/// socket storage: the bind6 hook cannot read it (bpf_getsockopt takes only
-/// IPV6_TCLASS and IPV6_AUTOFLOWLABEL at SOL_IPV6, Linux 6.18; struct bpf_sock has no
-/// such field).
+/// Why a policy whose `[::]` decision depends on IPV6_V6ONLY is refused: the bind6
+/// hook cannot read it (bpf_getsockopt takes only IPV6_TCLASS and
+/// IPV6_AUTOFLOWLABEL at SOL_IPV6, Linux 6.18; struct bpf_sock has no such field).
 pub const DUAL_STACK_UNSEEN: &str = "a dual-stack [::] bind would meet this policy's IPv4 rules, and the kernel's bind6 hook cannot tell a dual-stack socket from an IPv6-only one: add a rule for IPv6 binds (e.g. -b '[::1]') or use --engine notify";
 
 /// Why the bpf engine cannot carry this policy out; one line.
@@ -121,15 +92,12 @@ impl fmt::Display for Unsupported {
     }
 }
 
-/// The programs for one policy.
+/// The three programs for one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Programs {
     pub bind4: Vec<Insn>,
     pub bind6: Vec<Insn>,
     pub sock_create: Vec<Insn>,
-    /// When bind6 reads IPV6_V6ONLY: the setsockopt program that records it, and
-    /// both use the socket-storage map (loader.rs puts its descriptor in).
-    pub setsockopt: Option<Vec<Insn>>,
 }
 
 /// Compiles `policy`, or says why the bpf engine cannot carry it out.
@@ -155,13 +123,12 @@ pub fn compile(policy: &Policy, facts: &Facts) -> Result<Programs, Unsupported> 
             )));
         }
     }
-    let (bind4, _) = bind_program(policy, Family::V4, facts)?;
-    let (bind6, tracks) = bind_program(policy, Family::V6, facts)?;
+    let bind4 = bind_program(policy, Family::V4)?;
+    let bind6 = bind_program(policy, Family::V6)?;
     Ok(Programs {
         bind4,
         bind6,
         sock_create: sock_create(),
-        setsockopt: tracks.then(setsockopt),
     })
 }
 
@@ -196,13 +163,7 @@ struct View {
     only_with_nets: bool,
 }
 
-/// The program, and whether it reads the recorded IPV6_V6ONLY.
-fn bind_program(
-    policy: &Policy,
-    family: Family,
-    facts: &Facts,
-) -> Result<(Vec<Insn>, bool), Unsupported> {
-    let mut tracks = false;
+fn bind_program(policy: &Policy, family: Family) -> Result<Vec<Insn>, Unsupported> {
     let mut a = Asm::new();
     prologue(&mut a);
     // A sockaddr of another family is the kernel's to refuse (EAFNOSUPPORT, after
@@ -262,37 +223,10 @@ fn bind_program(
                     socket: Family::V6,
                 },
             ];
-            let dual = section(policy, &dual_views)?;
-            if dual == v6only {
-                a.extend(&v6only);
-            } else if !facts.v6only_tracked {
+            if section(policy, &dual_views)? != v6only {
                 return Err(Unsupported(DUAL_STACK_UNSEEN.into()));
-            } else {
-                // R9 = what the setsockopt program stored for this socket, or
-                // net.ipv6.bindv6only's value when it stored nothing.
-                tracks = true;
-                let default = if facts.bindv6only {
-                    STORED_V6ONLY
-                } else {
-                    STORED_DUAL
-                };
-                a.load64(R2, CTX, CTX_SK);
-                a.jump_if_null(R2, "unrecorded");
-                a.load_map(R1);
-                a.mov64_imm(R3, 0);
-                a.mov64_imm(R4, 0);
-                a.call(HELPER_SK_STORAGE_GET);
-                a.jump_if_null(R0, "unrecorded");
-                a.load(V6ONLY, R0, 0);
-                a.goto("recorded");
-                a.label("unrecorded");
-                a.mov32(V6ONLY, default);
-                a.label("recorded");
-                a.jump_if(V6ONLY, Cmp::Eq, STORED_V6ONLY, "v6only");
-                a.extend(&dual);
-                a.label("v6only");
-                a.extend(&v6only);
             }
+            a.extend(&v6only);
             a.label("mapped");
             a.extend(&section(
                 policy,
@@ -319,7 +253,7 @@ fn bind_program(
     }
     a.label("foreign_family");
     a.ret(ALLOW);
-    Ok((a.finish(), tracks))
+    Ok(a.finish())
 }
 
 /// R6 = ctx, R7 = the port in host order, R8 = the protocol class
@@ -619,62 +553,6 @@ fn emit_effect(a: &mut Asm, effect: &Effect, fresh: &mut impl FnMut(&str) -> Str
             a.ret(ALLOW);
         }
     }
-}
-
-/// The smallest programs that use socket storage the way bind6 and setsockopt do:
-/// loaded at start to learn whether the kernel allows it in these hooks.
-pub fn storage_probes() -> [Vec<Insn>; 2] {
-    [(CTX_SK, 0), (SOCKOPT_SK, SK_STORAGE_GET_F_CREATE)].map(|(sk, flags)| {
-        let mut a = Asm::new();
-        a.load64(R2, R1, sk);
-        a.jump_if_null(R2, "out");
-        a.load_map(R1);
-        a.mov64_imm(R3, 0);
-        a.mov64_imm(R4, flags);
-        a.call(HELPER_SK_STORAGE_GET);
-        a.label("out");
-        a.ret(ALLOW);
-        a.finish()
-    })
-}
-
-/// The setsockopt program (BPF_PROG_TYPE_CGROUP_SOCKOPT at BPF_CGROUP_SETSOCKOPT):
-/// setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, int) is recorded in the socket's storage
-/// before the kernel carries it out, and goes on unchanged. A value it cannot record
-/// fails the call (EPERM): bind6 would otherwise judge the socket on the default.
-/// The kernel refuses IPV6_V6ONLY on a bound socket, so what is recorded is what
-/// holds at every bind.
-fn setsockopt() -> Vec<Insn> {
-    let mut a = Asm::new();
-    a.mov64(R6, R1);
-    a.load(R2, R6, SOCKOPT_LEVEL);
-    a.jump_if(R2, Cmp::Ne, SOL_IPV6, "pass");
-    a.load(R2, R6, SOCKOPT_OPTNAME);
-    a.jump_if(R2, Cmp::Ne, IPV6_V6ONLY, "pass");
-    a.load64(R3, R6, SOCKOPT_OPTVAL);
-    a.load64(R4, R6, SOCKOPT_OPTVAL_END);
-    a.mov64(R5, R3);
-    a.add64_imm(R5, 4);
-    // Shorter than an int: the kernel refuses it (EINVAL) and nothing changes.
-    a.jump_if_above(R5, R4, "pass");
-    a.load(R7, R3, 0);
-    a.load64(R2, R6, SOCKOPT_SK);
-    a.jump_if_null(R2, "refuse");
-    a.load_map(R1);
-    a.mov64_imm(R3, 0);
-    a.mov64_imm(R4, SK_STORAGE_GET_F_CREATE);
-    a.call(HELPER_SK_STORAGE_GET);
-    a.jump_if_null(R0, "refuse");
-    a.mov32(R1, STORED_DUAL);
-    a.jump_if(R7, Cmp::Eq, 0, "store");
-    a.mov32(R1, STORED_V6ONLY);
-    a.label("store");
-    a.store(R0, 0, R1);
-    a.label("pass");
-    a.ret(ALLOW);
-    a.label("refuse");
-    a.ret(DENY);
-    a.finish()
 }
 
 /// The sock_create program: only TCP, MPTCP, UDP and UDP-Lite IP sockets may be

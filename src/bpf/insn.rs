@@ -1,8 +1,7 @@
 // bpf/insn.rs: eBPF instructions (struct bpf_insn, <linux/bpf.h>) and a small
 // assembler with forward labels, for the few instructions force-bind's programs use:
 // 32-bit loads from and stores to the context, 32-bit moves and ANDs, byte swaps,
-// 32-bit conditional jumps (JMP32, Linux 5.1), 64-bit pointer checks, map loads,
-// helper calls and exit.
+// 32-bit conditional jumps (JMP32, Linux 5.1) and exit.
 //
 // The conditional jumps are JMP32 on purpose: a context field is loaded zero-extended
 // into a 64-bit register, while a 64-bit JMP compares it with its immediate
@@ -48,24 +47,7 @@ const TO_BE: u8 = 0x08;
 const OP_JA: u8 = 0x00;
 const OP_EXIT: u8 = 0x90;
 
-const CLASS_LD: u8 = 0x00;
-const SIZE_DW: u8 = 0x18;
-const MODE_IMM: u8 = 0x00;
-const OP_ADD: u8 = 0x00;
-const OP_CALL: u8 = 0x80;
-const OP_JEQ: u8 = 0x10;
-const OP_JGT: u8 = 0x20;
-/// src_reg of a LD_IMM64 that loads a map: BPF_PSEUDO_MAP_FD, imm the map's fd.
-pub const PSEUDO_MAP_FD: u8 = 1;
-
 pub const LDX_W: u8 = CLASS_LDX | MODE_MEM | SIZE_W;
-pub const LDX_DW: u8 = CLASS_LDX | MODE_MEM | SIZE_DW;
-pub const LD_IMM64: u8 = CLASS_LD | MODE_IMM | SIZE_DW;
-pub const MOV64_K: u8 = CLASS_ALU64 | OP_MOV | SRC_K;
-pub const ADD64_K: u8 = CLASS_ALU64 | OP_ADD | SRC_K;
-pub const JEQ64_K: u8 = CLASS_JMP | OP_JEQ | SRC_K;
-pub const JGT64_X: u8 = CLASS_JMP | OP_JGT | SRC_X;
-pub const CALL: u8 = CLASS_JMP | OP_CALL;
 pub const STX_W: u8 = CLASS_STX | MODE_MEM | SIZE_W;
 pub const MOV32_K: u8 = CLASS_ALU | OP_MOV | SRC_K;
 pub const MOV64_X: u8 = CLASS_ALU64 | OP_MOV | SRC_X;
@@ -111,19 +93,15 @@ impl Cmp {
     }
 }
 
-/// Registers: R0 the return value, R1-R5 helper arguments (clobbered by calls), R6-R9
-/// kept across calls.
+/// Registers: R0 the return value, R1 the context at entry, R2-R9 general (R6-R9
+/// would survive helper calls, which the programs do not make).
 pub type Reg = u8;
-pub const R0: Reg = 0;
 pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
-pub const R4: Reg = 4;
-pub const R5: Reg = 5;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
-pub const R9: Reg = 9;
 
 const fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
     Insn {
@@ -153,34 +131,6 @@ impl Asm {
     /// dst = *(u32 *)(src + off)
     pub fn load(&mut self, dst: Reg, src: Reg, off: i16) {
         self.push(insn(LDX_W, dst, src, off, 0));
-    }
-    /// dst = *(u64 *)(src + off): a pointer field of the context.
-    pub fn load64(&mut self, dst: Reg, src: Reg, off: i16) {
-        self.push(insn(LDX_DW, dst, src, off, 0));
-    }
-    /// dst = the map whose descriptor the loader puts in (`relocate`).
-    pub fn load_map(&mut self, dst: Reg) {
-        self.push(insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, 0));
-        self.push(insn(0, 0, 0, 0, 0));
-    }
-    pub fn mov64_imm(&mut self, dst: Reg, imm: i32) {
-        self.push(insn(MOV64_K, dst, 0, 0, imm));
-    }
-    pub fn add64_imm(&mut self, dst: Reg, imm: i32) {
-        self.push(insn(ADD64_K, dst, 0, 0, imm));
-    }
-    pub fn call(&mut self, helper: i32) {
-        self.push(insn(CALL, 0, 0, 0, helper));
-    }
-    /// if reg == 0 (all 64 bits: a pointer) goto label
-    pub fn jump_if_null(&mut self, reg: Reg, label: &str) {
-        self.insns
-            .push((insn(JEQ64_K, reg, 0, 0, 0), Some(label.into())));
-    }
-    /// if dst > src (64-bit, unsigned: pointers) goto label
-    pub fn jump_if_above(&mut self, dst: Reg, src: Reg, label: &str) {
-        self.insns
-            .push((insn(JGT64_X, dst, src, 0, 0), Some(label.into())));
     }
     /// *(u32 *)(dst + off) = src
     pub fn store(&mut self, dst: Reg, off: i16, src: Reg) {
@@ -255,15 +205,6 @@ impl Asm {
     }
 }
 
-/// Puts `map_fd` into every map load of `insns`.
-pub fn relocate(insns: &mut [Insn], map_fd: i32) {
-    for i in insns.iter_mut() {
-        if i.code == LD_IMM64 && i.regs >> 4 == PSEUDO_MAP_FD {
-            i.imm = map_fd;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,11 +226,6 @@ mod tests {
         assert_eq!(EXIT, 0x95);
         assert_eq!(BE, 0xdc);
         assert_eq!(JA, 0x05);
-        assert_eq!(
-            (LDX_DW, LD_IMM64, MOV64_K, ADD64_K),
-            (0x79, 0x18, 0xb7, 0x07)
-        );
-        assert_eq!((JEQ64_K, JGT64_X, CALL), (0x15, 0x2d, 0x85));
         assert_eq!(size_of::<Insn>(), 8);
         let i = insn(LDX_W, R2, R6, 24, 0);
         assert_eq!((i.dst(), i.src(), i.regs), (2, 6, 0x62));

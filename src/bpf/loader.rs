@@ -9,20 +9,15 @@ use nix::errno::Errno;
 
 use super::insn::Insn;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_BTF_LOAD: libc::c_long = 18;
-const BPF_MAP_TYPE_SK_STORAGE: u32 = 24;
-const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 
-/// enum bpf_prog_type: BPF_PROG_TYPE_CGROUP_SOCK, _SOCK_ADDR and _SOCKOPT.
+/// enum bpf_prog_type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgType {
-    Sock = 9,
-    SockAddr = 18,
-    Sockopt = 25,
+    CgroupSock = 9,
+    CgroupSockAddr = 18,
 }
 
 /// enum bpf_attach_type.
@@ -31,7 +26,6 @@ pub enum AttachType {
     InetSockCreate = 2,
     Inet4Bind = 8,
     Inet6Bind = 9,
-    CgroupSetsockopt = 22,
 }
 
 impl AttachType {
@@ -40,7 +34,6 @@ impl AttachType {
             AttachType::InetSockCreate => "sock_create",
             AttachType::Inet4Bind => "bind4",
             AttachType::Inet6Bind => "bind6",
-            AttachType::CgroupSetsockopt => "setsockopt",
         }
     }
 }
@@ -71,89 +64,6 @@ struct AttachAttr {
     attach_bpf_fd: u32,
     attach_type: u32,
     attach_flags: u32,
-}
-
-/// The BPF_BTF_LOAD member.
-#[repr(C)]
-#[derive(Default)]
-struct BtfLoadAttr {
-    btf: u64,
-    btf_log_buf: u64,
-    btf_size: u32,
-    btf_log_size: u32,
-    btf_log_level: u32,
-    _pad: u32,
-}
-
-/// The BPF_MAP_CREATE member, up to btf_value_type_id.
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-    map_ifindex: u32,
-    btf_fd: u32,
-    btf_key_type_id: u32,
-    btf_value_type_id: u32,
-}
-
-/// The smallest BTF (<linux/btf.h>) a socket-storage map accepts: one type, [1] INT
-/// "int" of 4 bytes, for both key and value (the kernel wants BTF for these maps so
-/// that their contents can be dumped).
-fn int_btf() -> Vec<u8> {
-    let strings: &[u8] = b"\0int\0";
-    let mut types = Vec::new();
-    // struct btf_type: name_off, info (kind BTF_KIND_INT = 1 in bits 24-28), size.
-    for word in [1u32, 1 << 24, 4, 32] {
-        types.extend_from_slice(&word.to_ne_bytes());
-    }
-    let mut btf = Vec::new();
-    btf.extend_from_slice(&0xeb9fu16.to_ne_bytes()); // magic
-    btf.extend_from_slice(&[1, 0]); // version, flags
-    for word in [
-        24u32,
-        0,
-        types.len() as u32,
-        types.len() as u32,
-        strings.len() as u32,
-    ] {
-        // hdr_len, type_off, type_len, str_off, str_len
-        btf.extend_from_slice(&word.to_ne_bytes());
-    }
-    btf.extend_from_slice(&types);
-    btf.extend_from_slice(strings);
-    btf
-}
-
-/// A BPF_MAP_TYPE_SK_STORAGE map of one u32 per socket (Linux 5.2), or why not.
-pub fn socket_storage() -> Result<OwnedFd, Errno> {
-    let btf = int_btf();
-    let mut attr = BtfLoadAttr {
-        btf: btf.as_ptr() as u64,
-        btf_size: btf.len() as u32,
-        ..Default::default()
-    };
-    // SAFETY: BPF_BTF_LOAD returns a new descriptor that we now own.
-    let btf_fd = unsafe { OwnedFd::from_raw_fd(bpf(BPF_BTF_LOAD, &mut attr)? as i32) };
-    let mut attr = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_SK_STORAGE,
-        key_size: 4,
-        value_size: 4,
-        map_flags: BPF_F_NO_PREALLOC,
-        btf_fd: btf_fd.as_raw_fd() as u32,
-        btf_key_type_id: 1,
-        btf_value_type_id: 1,
-        ..Default::default()
-    };
-    attr.map_name[..9].copy_from_slice(b"forcebind");
-    // SAFETY: BPF_MAP_CREATE returns a new descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(bpf(BPF_MAP_CREATE, &mut attr)? as i32) })
 }
 
 /// Why a program could not be loaded.

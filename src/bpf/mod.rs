@@ -10,7 +10,7 @@
 //
 // Hand-assembled, like the seccomp filter (filter.rs), rather than built with aya or
 // libbpf-rs: the programs are a few dozen instructions of compares and stores, with
-// one map (socket storage for IPV6_V6ONLY) and one helper, generated from the rules at run time; a
+// no maps and no helper calls, generated from the rules at run time; a
 // compiler toolchain (clang, BTF, an ELF loader) would add a build dependency and
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
@@ -63,63 +63,12 @@ impl From<anyhow::Error> for Error {
     }
 }
 
-/// The programs for one policy on this kernel, and the socket-storage map they
-/// share where they follow IPV6_V6ONLY.
-pub struct Compiled {
-    programs: Programs,
-    storage: Option<OwnedFd>,
-}
-
 /// The programs for `policy` on this kernel, or why the engine cannot carry it out.
-pub fn compile(policy: &Policy) -> Result<Compiled, Error> {
-    let storage = loader::socket_storage()
-        .inspect_err(|e| debug!("bpf engine: no socket storage map: {e}"))
-        .ok()
-        .filter(|map| {
-            // Socket storage in the bind6 and setsockopt hooks (5.x): both must load.
-            let [bind6, setsockopt] = codegen::storage_probes().map(|mut p| {
-                insn::relocate(&mut p, map.as_raw_fd());
-                p
-            });
-            let bind6 = loader::load(
-                ProgType::SockAddr,
-                AttachType::Inet6Bind,
-                "forcebind_probe",
-                &bind6,
-            );
-            let setsockopt = loader::load(
-                ProgType::Sockopt,
-                AttachType::CgroupSetsockopt,
-                "forcebind_probe",
-                &setsockopt,
-            );
-            if let Err(e) = bind6.as_ref().and(setsockopt.as_ref()) {
-                debug!(
-                    "bpf engine: no socket storage in the hooks: {}: {}",
-                    e.errno, e.log
-                );
-            }
-            bind6.is_ok() && setsockopt.is_ok()
-        });
+pub fn compile(policy: &Policy) -> Result<Programs, Error> {
     let facts = Facts {
         ephemeral_ports: ephemeral_ports(),
-        v6only_tracked: storage.is_some(),
-        bindv6only: std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
-            .is_ok_and(|v| v.trim() == "1"),
     };
-    let mut programs = codegen::compile(policy, &facts).map_err(|e| Error::Unsupported(e.0))?;
-    let storage = match (&programs.setsockopt, storage) {
-        (Some(_), Some(map)) => {
-            let fd = map.as_raw_fd();
-            insn::relocate(&mut programs.bind6, fd);
-            if let Some(p) = programs.setsockopt.as_mut() {
-                insn::relocate(p, fd);
-            }
-            Some(map)
-        }
-        _ => None,
-    };
-    Ok(Compiled { programs, storage })
+    codegen::compile(policy, &facts).map_err(|e| Error::Unsupported(e.0))
 }
 
 /// net.ipv4.ip_local_port_range (it covers IPv6 too).
@@ -146,35 +95,26 @@ struct Attached {
 }
 
 fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
-    let setsockopt = programs
-        .setsockopt
-        .as_deref()
-        .map(|p| (ProgType::Sockopt, AttachType::CgroupSetsockopt, p));
     let parent = cgroup::own_directory().map_err(|e| Error::Unavailable(format!("{e:#}")))?;
     let cgroup = Cgroup::create(&parent).map_err(|e| Error::Unavailable(format!("{e:#}")))?;
     let mut fds = Vec::new();
-    // setsockopt first: bind6 must never see a socket whose IPV6_V6ONLY went
-    // unrecorded.
-    let all: Vec<(ProgType, AttachType, &[Insn])> = setsockopt
-        .into_iter()
-        .chain([
-            (
-                ProgType::Sock,
-                AttachType::InetSockCreate,
-                &programs.sock_create[..],
-            ),
-            (
-                ProgType::SockAddr,
-                AttachType::Inet4Bind,
-                &programs.bind4[..],
-            ),
-            (
-                ProgType::SockAddr,
-                AttachType::Inet6Bind,
-                &programs.bind6[..],
-            ),
-        ])
-        .collect();
+    let all: [(ProgType, AttachType, &[Insn]); 3] = [
+        (
+            ProgType::CgroupSock,
+            AttachType::InetSockCreate,
+            &programs.sock_create,
+        ),
+        (
+            ProgType::CgroupSockAddr,
+            AttachType::Inet4Bind,
+            &programs.bind4,
+        ),
+        (
+            ProgType::CgroupSockAddr,
+            AttachType::Inet6Bind,
+            &programs.bind6,
+        ),
+    ];
     for (ty, at, insns) in all {
         let name = format!("forcebind_{}", at.name());
         let fd = loader::load(ty, at, &name, insns).map_err(|e| {
@@ -215,10 +155,8 @@ pub fn run(
     policy: &'static Policy,
     kernel: Kernel,
     program: &mut Program,
-    compiled: &Compiled,
+    programs: &Programs,
 ) -> Result<Status, Error> {
-    let programs = &compiled.programs;
-    let _storage = &compiled.storage;
     let judge_listen = policy.judges_listen();
     if judge_listen && let Some(missing) = kernel.notify_missing() {
         return Err(Error::Unavailable(format!(
@@ -228,15 +166,10 @@ pub fn run(
     let attached = load_and_attach(programs)?;
     let cgroup = &attached.cgroup;
     verbose!(
-        "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions{}; raw, ping and SCTP sockets refused{})",
+        "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{})",
         cgroup.path.display(),
         programs.bind4.len(),
         programs.bind6.len(),
-        if programs.setsockopt.is_some() {
-            "; IPV6_V6ONLY followed by a setsockopt program"
-        } else {
-            ""
-        },
         if judge_listen {
             "; listen() judged by a seccomp notify filter"
         } else {
