@@ -11,9 +11,9 @@ pub mod aarch64;
 pub mod x86_64;
 
 #[cfg(target_arch = "aarch64")]
-pub use aarch64::{Aarch64 as Native, read_regs, write_regs};
+pub use aarch64::{Aarch64 as Native, clone3_on_stack, read_regs, write_regs};
 #[cfg(target_arch = "x86_64")]
-pub use x86_64::{X86_64 as Native, read_regs, write_regs};
+pub use x86_64::{X86_64 as Native, clone3_on_stack, read_regs, write_regs};
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("force-bind supports x86_64 and aarch64 only");

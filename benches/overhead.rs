@@ -6,8 +6,8 @@
 //!
 //! The target, `benches/c/bench_target.c`, is compiled with gcc at run time; it times
 //! its own loops, so process start-up is only in the start-up figure. Every figure is
-//! taken natively, under `force-bind -p` (ptrace) and under `force-bind --engine
-//! notify`, the three runs alternating round by round (in a rotating order), and each
+//! taken natively, under `force-bind -p` (ptrace), `force-bind --engine notify` and
+//! `force-bind --engine bpf` (root), the runs alternating round by round (in a rotating order), and each
 //! is the median of its rounds, so a noisy machine's drift cancels out. The spread
 //! (interquartile range over the median) is printed next to each median.
 //!
@@ -46,10 +46,13 @@ enum Config {
     Native,
     Ptrace,
     Notify,
+    /// `--engine bpf` (issue 13, root): with an IPv6 rule too, which the engine
+    /// needs for the `[::]` binds an IPv4 rule alone would meet.
+    Bpf,
 }
 
-const CONFIGS: [Config; 3] = [Config::Native, Config::Ptrace, Config::Notify];
-const ENGINES: [Config; 2] = [Config::Ptrace, Config::Notify];
+const CONFIGS: [Config; 4] = [Config::Native, Config::Ptrace, Config::Notify, Config::Bpf];
+const ENGINES: [Config; 3] = [Config::Ptrace, Config::Notify, Config::Bpf];
 
 impl Config {
     fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Config {
             Config::Native => "native",
             Config::Ptrace => "ptrace",
             Config::Notify => "notify",
+            Config::Bpf => "bpf",
         }
     }
 
@@ -66,6 +70,7 @@ impl Config {
             Config::Native => None,
             Config::Ptrace => Some(&["-p", "-b", RULE]),
             Config::Notify => Some(&["--engine", "notify", "-b", RULE]),
+            Config::Bpf => Some(&["--engine", "bpf", "-b", RULE, "-b", "[::1]"]),
         }
     }
 
@@ -414,10 +419,10 @@ impl Figure {
     }
 }
 
-/// The three configurations in a different order each round.
-fn rotation(round: usize) -> [Config; 3] {
+/// The configurations in a different order each round.
+fn rotation(round: usize) -> [Config; 4] {
     let mut order = CONFIGS;
-    order.rotate_left(round % 3);
+    order.rotate_left(round % CONFIGS.len());
     order
 }
 
@@ -657,7 +662,12 @@ fn goals(r: &Results, static_build: bool) -> Vec<Goal> {
     let mut goals = Vec::new();
     if let Some(f) = r.figures.get("bind") {
         let native = f.median(Config::Native);
-        for (config, limit) in [(Config::Notify, 10.0), (Config::Ptrace, 20.0)] {
+        // Ptrace's 20 us is issue 15's (it was 25), the bpf engine's 0.2 us issue 13's.
+        for (config, limit) in [
+            (Config::Notify, 10.0),
+            (Config::Ptrace, 20.0),
+            (Config::Bpf, 0.2),
+        ] {
             goals.push(Goal::ceiling(
                 format!("{} bind overhead", config.name()),
                 f.median(config) - native,
@@ -665,6 +675,15 @@ fn goals(r: &Results, static_build: bool) -> Vec<Goal> {
                 "us",
             ));
         }
+    }
+    if let Some(f) = r.figures.get("conc_rate") {
+        // Issue 13: 8x8 throughput >= 0.95x native, as native/bpf <= 1/0.95.
+        goals.push(Goal::ceiling(
+            "bpf 8x8 native/bpf rate".into(),
+            f.median(Config::Native) / f.median(Config::Bpf),
+            1.0 / 0.95,
+            "x",
+        ));
     }
     if let Some(f) = r.figures.get("getppid") {
         for config in ENGINES {
@@ -822,8 +841,8 @@ fn table(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>8}  {:>20}  {:>24}  {:>24}",
-        "figure", "unit", "native", "ptrace (vs native)", "notify (vs native)"
+        "{:<28} {:>8}  {:>20}  {:>24}  {:>24}  {:>24}",
+        "figure", "unit", "native", "ptrace (vs native)", "notify (vs native)", "bpf (vs native)"
     );
     for (key, label) in ROWS {
         let Some(f) = r.figures.get(key) else {
@@ -845,12 +864,13 @@ fn table(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<28} {:>8}  {:>20}  {:>24}  {:>24}",
+            "{:<28} {:>8}  {:>20}  {:>24}  {:>24}  {:>24}",
             label,
             f.unit,
             cell(Config::Native),
             cell(Config::Ptrace),
-            cell(Config::Notify)
+            cell(Config::Notify),
+            cell(Config::Bpf)
         );
     }
     if !r.memory.is_empty() {

@@ -47,6 +47,8 @@ pub enum EngineChoice {
     Notify,
     /// seccomp RET_TRACE with ptrace (any kernel)
     Ptrace,
+    /// cgroup bind4/bind6 BPF programs, decided in the kernel (root, cgroup2)
+    Bpf,
 }
 
 #[derive(Debug, Parser)]
@@ -342,6 +344,10 @@ mod tests {
         assert_eq!(
             parse_str(&["--engine", "notify", "true"]).unwrap().engine,
             EngineChoice::Notify
+        );
+        assert_eq!(
+            parse_str(&["--engine", "bpf", "true"]).unwrap().engine,
+            EngineChoice::Bpf
         );
         assert!(parse_str(&["-V"]).unwrap().version);
         assert!(matches!(parse_str(&["-h"]), Err(CliError::Help(h)) if h.contains("Examples:")));

@@ -8,7 +8,7 @@ use crate::kernel::Kernel;
 use crate::log::{verbose, warn};
 use crate::policy::Policy;
 use crate::spawn::{Program, RunError};
-use crate::{notify, ptrace};
+use crate::{bpf, notify, ptrace};
 
 /// Runs the program with the chosen engine.
 pub fn run(
@@ -18,6 +18,7 @@ pub fn run(
     program: &mut Program,
 ) -> Result<Status, RunError> {
     match choice {
+        EngineChoice::Bpf => run_bpf(kernel, policy, program),
         EngineChoice::Ptrace => {
             verbose!("engine: ptrace (requested)");
             ptrace::run(policy, kernel, program)
@@ -65,6 +66,29 @@ pub fn run(
     }
 }
 
+/// `--engine bpf`: a policy the programs cannot carry out is refused (exit 2), a
+/// system that cannot run them is an error; never another engine in its place.
+fn run_bpf(
+    kernel: Kernel,
+    policy: &'static Policy,
+    program: &mut Program,
+) -> Result<Status, RunError> {
+    let refused = |why| RunError::Refused(format!("--engine bpf: {why}"));
+    let cannot = |why| RunError::Engine(anyhow::anyhow!("the bpf engine cannot run here: {why}"));
+    let programs = match bpf::compile(policy) {
+        Ok(programs) => programs,
+        Err(bpf::Error::Unsupported(why)) => return Err(refused(why)),
+        Err(bpf::Error::Unavailable(why)) => return Err(cannot(why)),
+        Err(bpf::Error::Run(e)) => return Err(e),
+    };
+    match bpf::run(policy, kernel, program, &programs) {
+        Ok(status) => Ok(status),
+        Err(bpf::Error::Unsupported(why)) => Err(refused(why)),
+        Err(bpf::Error::Unavailable(why)) => Err(cannot(why)),
+        Err(bpf::Error::Run(e)) => Err(e),
+    }
+}
+
 /// `--engine notify` on a kernel or in a place where it cannot run.
 fn cannot_notify(why: &str) -> RunError {
     RunError::Engine(anyhow::anyhow!(
@@ -78,8 +102,12 @@ pub fn describe(kernel: Kernel) -> String {
         None => "notify (seccomp user notification; NOTIF_ADDFD is checked at start)".to_string(),
         Some(missing) => format!("notify unavailable: {missing}"),
     };
+    let bpf = match bpf::missing() {
+        None => "bpf (cgroup bind4/bind6 programs, --engine bpf)".to_string(),
+        Some(missing) => format!("bpf unavailable: {missing}"),
+    };
     format!(
-        "engines: {notify}; ptrace ({}, seccomp RET_TRACE)",
+        "engines: {notify}; ptrace ({}, seccomp RET_TRACE); {bpf}",
         <Native as Arch>::NAME
     )
 }

@@ -118,6 +118,9 @@ pub enum Trap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Traps {
     pub trap: Trap,
+    /// Trap bind(); not under the bpf engine, whose cgroup programs judge binds in
+    /// the kernel (a foreign ABI's bind is still refused).
+    pub bind: bool,
     /// Trap listen(): for -L, and for the implicit bind of an unbound socket.
     pub listen: bool,
     /// Trap io_uring_setup() to refuse it (the default).
@@ -145,6 +148,7 @@ impl Traps {
     pub fn for_policy(policy: &crate::policy::Policy, trap: Trap) -> Traps {
         Traps {
             trap,
+            bind: true,
             // -L, the implicit bind of listen(), a port-0 socket's listen judged
             // (policy.rs), and watching (no rule: every bind and listen is shown).
             listen: policy.judges_listen() || policy.rules.is_empty(),
@@ -349,16 +353,18 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
     };
     let denied = abi.kind == AbiKind::Denied;
 
-    a.jump(
-        JEQ_K,
-        nr(abi.bind),
-        &if denied {
-            "deny_bind".into()
-        } else {
-            at("bind")
-        },
-        "",
-    );
+    if traps.bind || denied {
+        a.jump(
+            JEQ_K,
+            nr(abi.bind),
+            &if denied {
+                "deny_bind".into()
+            } else {
+                at("bind")
+            },
+            "",
+        );
+    }
     if traps.listen {
         a.jump(
             JEQ_K,
@@ -396,8 +402,10 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
     }
     a.ret(ret_allow());
     if !denied {
-        a.label(&at("bind"));
-        a.ret(trap(Call::Bind, false));
+        if traps.bind {
+            a.label(&at("bind"));
+            a.ret(trap(Call::Bind, false));
+        }
         if traps.listen {
             a.label(&at("listen"));
             a.ret(trap(Call::Listen, false));
@@ -418,17 +426,21 @@ fn section(a: &mut Asm, abi: &Abi, traps: Traps) {
     if abi.socketcall.is_some() {
         a.label(&at("socketcall"));
         a.ld(data_arg_low(0));
-        a.jump(JEQ_K, SYS_BIND, &at("socketcall_bind"), "");
+        if traps.bind || denied {
+            a.jump(JEQ_K, SYS_BIND, &at("socketcall_bind"), "");
+        }
         if traps.listen {
             a.jump(JEQ_K, SYS_LISTEN, &at("socketcall_listen"), "");
         }
         a.ret(ret_allow());
-        a.label(&at("socketcall_bind"));
-        a.ret(if denied {
-            ret_errno(libc::EPERM)
-        } else {
-            trap(Call::Bind, true)
-        });
+        if traps.bind || denied {
+            a.label(&at("socketcall_bind"));
+            a.ret(if denied {
+                ret_errno(libc::EPERM)
+            } else {
+                trap(Call::Bind, true)
+            });
+        }
         if traps.listen {
             a.label(&at("socketcall_listen"));
             a.ret(if denied {
@@ -522,6 +534,7 @@ mod tests {
     }
     const ALL: Traps = Traps {
         trap: Trap::Trace,
+        bind: true,
         listen: true,
         io_uring: true,
         sctp_bindx: true,
@@ -601,6 +614,7 @@ mod tests {
         }
         let p = build::<X86_64>(Traps {
             trap: Trap::Trace,
+            bind: true,
             listen: false,
             io_uring: false,
             sctp_bindx: false,
@@ -615,6 +629,7 @@ mod tests {
         );
         let p = build::<X86_64>(Traps {
             trap: Trap::Notify,
+            bind: true,
             ..ALL
         });
         // The notify engine needs no guards: clone3 and listeners are left alone.
@@ -706,11 +721,38 @@ mod tests {
         );
     }
 
+    /// The bpf engine's filter: listen only; bind (direct or through socketcall)
+    /// runs in the kernel, except in a refused ABI.
+    #[test]
+    fn listen_only_filter_for_the_bpf_engine() {
+        let p = build::<X86_64>(Traps {
+            trap: Trap::Notify,
+            bind: false,
+            listen: true,
+            io_uring: false,
+            sctp_bindx: false,
+        });
+        let x32 = 0x4000_0000;
+        assert_eq!(run(&p, 49, AUDIT_ARCH_X86_64, [0; 3]), ALLOW);
+        assert_eq!(
+            run(&p, 50, AUDIT_ARCH_X86_64, [0; 3]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(run(&p, 361, AUDIT_ARCH_I386, [0; 3]), ALLOW);
+        assert_eq!(run(&p, 102, AUDIT_ARCH_I386, [2, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&p, 102, AUDIT_ARCH_I386, [4, 0, 0]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(run(&p, x32 | 49, AUDIT_ARCH_X86_64, [0; 3]), EPERM);
+    }
+
     /// The exact native path, so any change to what every syscall pays is deliberate.
     #[test]
     fn x86_64_golden_prefix() {
         let p = build::<X86_64>(Traps {
             trap: Trap::Notify,
+            bind: true,
             listen: false,
             io_uring: true,
             sctp_bindx: true,

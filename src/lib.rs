@@ -12,6 +12,7 @@ mod arch;
 
 mod activation;
 mod as_target;
+mod bpf;
 mod cli;
 mod diagnose;
 mod engine;
@@ -130,6 +131,10 @@ pub fn run() -> u8 {
         Err(RunError::Engine(e)) => {
             eprintln!("force-bind: {e:#}");
             exit::INTERNAL as u8
+        }
+        Err(RunError::Refused(why)) => {
+            eprintln!("force-bind: {why}");
+            exit::USAGE as u8
         }
     }
 }

@@ -319,6 +319,32 @@ impl Policy {
         })
     }
 
+    /// Whether some rewrite rule can send a bind to `addr`: a rule with `addr`'s
+    /// address among its targets (an IPv4 one in mapped form for an IPv6 `addr`) and
+    /// `addr`'s port as its port, or keeping the port with `addr`'s port in its MATCH.
+    /// The bpf engine asks it at listen(), where it cannot tell a socket a deny rule
+    /// let through on port 0 from one a rule rewrote (sidebind::judge_listen). A rule
+    /// that later rules always shadow still counts.
+    pub fn rewrites_to(&self, addr: &SocketAddr) -> bool {
+        let ip = match addr {
+            SocketAddr::V6(a) => a
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(IpAddr::V6(*a.ip()), IpAddr::V4),
+            SocketAddr::V4(a) => IpAddr::V4(*a.ip()),
+        };
+        self.rules.iter().any(|r| match &r.action {
+            Action::Rewrite { ips, port } => {
+                ips.contains(&ip)
+                    && match port {
+                        Some(p) => *p == addr.port(),
+                        None => r.pattern.ports.is_none_or(|p| p.contains(addr.port())),
+                    }
+            }
+            _ => false,
+        })
+    }
+
     /// The start-up warnings: every rule that names an inherited socket that was not
     /// passed, one line each.
     pub fn unpassed_sockets(&self) -> Vec<String> {

@@ -40,6 +40,10 @@ pub struct Limits {
     /// A signal can make the program retry a bind force-bind already did (user
     /// notification without WAIT_KILLABLE_RECV, before 5.19).
     pub retries_possible: bool,
+    /// The bpf engine: binds are decided by cgroup programs in the kernel and never
+    /// seen here, so which sockets a deny rule let through on port 0 is not known;
+    /// a bound socket's listen() is judged on its address (`judge_listen`).
+    pub binds_in_kernel: bool,
 }
 
 impl Limits {
@@ -47,6 +51,7 @@ impl Limits {
         Limits {
             unprivileged_port_start: target::unprivileged_port_start(),
             retries_possible,
+            binds_in_kernel: false,
         }
     }
 }
@@ -471,6 +476,46 @@ pub fn listen(socket: &Socket, backlog: i32) -> Result<(), Errno> {
         .map(drop)
 }
 
+/// `judge_listen` when binds were decided in the kernel: a socket bound to an address
+/// where a deny rule lets port-0 binds through may have been bound on port 0, so its
+/// listen() is judged on the port it has, as the other engines judge a remembered
+/// one. A socket bound there on purpose was allowed there by the rules, or sent
+/// there by a rewrite rule (`-d -m '[::]:80/0=[::1]:8080'`): those listen.
+fn judge_listen_on_address(
+    policy: &Policy,
+    pid: Pid,
+    fd: RawFd,
+    socket: &Socket,
+) -> Option<Finish> {
+    let addr = target::local_addr(&socket.sock).ok()?;
+    let dual_stack = addr.is_ipv6() && target::sock_dual_stack(&socket.sock).unwrap_or(false);
+    let mut port_zero = addr;
+    port_zero.set_port(0);
+    let request = |addr, purpose| BindRequest {
+        addr,
+        dual_stack,
+        kind: socket.kind,
+        purpose,
+    };
+    if !policy
+        .decide(&request(port_zero, Purpose::Bind))
+        .judge_listen
+    {
+        return None;
+    }
+    let verdict = policy.decide(&request(addr, Purpose::Listen));
+    let Decision::Deny(errno) = verdict.decision else {
+        return None;
+    };
+    if policy.rewrites_to(&addr) {
+        return None;
+    }
+    if let Some(a) = Announcement::new(pid, Call::Listen, fd, addr, socket.kind, &verdict) {
+        a.emit(Err(errno));
+    }
+    Some(Finish::Return(Err(errno)))
+}
+
 /// What listen() on `socket` must be judged as, done like a bind: the implicit bind
 /// of a socket nobody bound (0.0.0.0:0 or [::]:0), or, for a socket whose port-0
 /// bind a deny rule let through, the address the kernel gave it (denied: EPERM).
@@ -495,6 +540,9 @@ pub fn judge_listen(
             socket,
             sockaddr::encode(&wildcard).as_bytes(),
         ));
+    }
+    if limits.binds_in_kernel {
+        return judge_listen_on_address(policy, pid, fd, socket);
     }
     let inode = inode(&socket.sock)?;
     if !port_zero_sockets().contains_key(&inode) {

@@ -294,6 +294,51 @@ mod raw {
 #[cfg(target_arch = "aarch64")]
 pub use raw::{read_regs, write_regs};
 
+#[cfg(target_arch = "aarch64")]
+mod clone {
+    /// clone3(2) with a stack of the caller's (`args` names it): the child starts on
+    /// that stack and calls `entry(arg)`, which must never return; the parent gets
+    /// the child's PID or -errno. glibc has no clone3 wrapper, and `syscall(3)` cannot
+    /// be used with CLONE_VM and a new stack: the child would return through a frame
+    /// that is not on its stack. So the child's first instructions are ours: the
+    /// kernel set its sp to the top of the new stack (16-aligned, as AAPCS64 needs)
+    /// and left every other register as the parent's but x0 (0), so `entry` and `arg`
+    /// wait in x20 and x21.
+    ///
+    /// # Safety
+    /// `args` must be a valid struct clone_args of `size` bytes with a stack whose
+    /// top is 16-aligned, and `entry` must not return.
+    pub unsafe fn clone3_on_stack(
+        args: *mut libc::c_void,
+        size: usize,
+        entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+    ) -> libc::c_long {
+        let ret: libc::c_long;
+        // SAFETY: the caller's contract; the parent's side is a plain syscall (only
+        // x0 changes), the child's never comes back into Rust code here.
+        unsafe {
+            std::arch::asm!(
+                "svc #0",
+                "cbnz x0, 2f",
+                "mov x0, x21",
+                "blr x20",
+                "brk #0x1",
+                "2:",
+                inlateout("x0") args => ret,
+                in("x1") size,
+                in("x8") libc::SYS_clone3,
+                in("x20") entry,
+                in("x21") arg,
+                options(nostack),
+            );
+        }
+        ret
+    }
+}
+#[cfg(target_arch = "aarch64")]
+pub use clone::clone3_on_stack;
+
 #[cfg(test)]
 mod tests {
     use super::*;

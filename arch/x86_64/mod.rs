@@ -222,6 +222,54 @@ mod raw {
 #[cfg(target_arch = "x86_64")]
 pub use raw::{read_regs, write_regs};
 
+#[cfg(target_arch = "x86_64")]
+mod clone {
+    /// clone3(2) with a stack of the caller's (`args` names it): the child starts on
+    /// that stack and calls `entry(arg)`, which must never return; the parent gets
+    /// the child's PID or -errno. glibc has no clone3 wrapper, and `syscall(3)` cannot
+    /// be used with CLONE_VM and a new stack: the child would return through a frame
+    /// that is not on its stack. So the child's first instructions are ours: the
+    /// kernel set its rsp to the top of the new stack (16-aligned, as the call
+    /// needs) and left every other register as the parent's but rax (0) and rcx/r11
+    /// (clobbered by `syscall`), so `entry` and `arg` wait in r12 and r13.
+    ///
+    /// # Safety
+    /// `args` must be a valid struct clone_args of `size` bytes with a stack whose
+    /// top is 16-aligned, and `entry` must not return.
+    pub unsafe fn clone3_on_stack(
+        args: *mut libc::c_void,
+        size: usize,
+        entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+    ) -> libc::c_long {
+        let ret: libc::c_long;
+        // SAFETY: the caller's contract; the parent's side is a plain syscall (only
+        // rax, rcx and r11 change), the child's never comes back into Rust code here.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "mov rdi, r13",
+                "call r12",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") args,
+                in("rsi") size,
+                in("r12") entry,
+                in("r13") arg,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+}
+#[cfg(target_arch = "x86_64")]
+pub use clone::clone3_on_stack;
+
 #[cfg(test)]
 mod tests {
     use super::*;

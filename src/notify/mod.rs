@@ -58,12 +58,45 @@ pub fn run(
     kernel: Kernel,
     program: &mut Program,
 ) -> Result<Status, Error> {
+    let setup = Setup {
+        traps: Traps::for_policy(policy, Trap::Notify),
+        in_child: &|| Ok(()),
+        cgroup: None,
+        binds_in_kernel: false,
+    };
+    run_with(policy, kernel, program, &setup)
+}
+
+/// What another engine changes in the notify engine's run: the bpf engine traps only
+/// listen(), starts the child in its cgroup, confines it before the filter goes in,
+/// and has the kernel decide binds.
+pub struct Setup<'a> {
+    pub traps: Traps,
+    /// In the child, before the filter is installed: raw syscalls only, under
+    /// spawn::Start::SharedMemory's rules (the child shares our memory and
+    /// descriptors, and we cannot answer it).
+    pub in_child: &'a dyn Fn() -> Result<(), Errno>,
+    /// The cgroup to start the child in (spawn::spawn_into): it is there before
+    /// `in_child` runs.
+    pub cgroup: Option<spawn::IntoCgroup>,
+    /// Binds are decided in the kernel and never reach the supervisor
+    /// (sidebind::Limits::binds_in_kernel).
+    pub binds_in_kernel: bool,
+}
+
+/// As `run`, changed by `setup`.
+pub fn run_with(
+    policy: &'static Policy,
+    kernel: Kernel,
+    program: &mut Program,
+    setup: &Setup,
+) -> Result<Status, Error> {
     // Descendants that outlive their parent (daemons) are reparented to us, so we can
     // wait for the last one as the ptrace engine does.
     // SAFETY: prctl with integer arguments.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .context("PR_SET_CHILD_SUBREAPER")?;
-    let bpf = filter::build::<Native>(Traps::for_policy(policy, Trap::Notify));
+    let bpf = filter::build::<Native>(setup.traps);
     let sync_wake_up = std::env::var_os("FORCE_BIND_NO_SYNC_WAKE_UP").is_none();
     // WAIT_KILLABLE_RECV (5.19): once we have the notification, only a fatal signal
     // interrupts the target, so a bind is never done twice.
@@ -80,7 +113,9 @@ pub fn run(
     // or exited: its listener is in our table by then (exec gives the program its
     // own copy, without the close-on-exec listener), and `handoff` says the rest.
     let mut handoff = Handoff::default();
-    let child = spawn::spawn(program, spawn::Start::SharedMemory, || {
+    let in_child = setup.in_child;
+    let before_exec = || {
+        in_child()?;
         let installed = spawn::install_filter(&bpf, listener_flags);
         match installed {
             Ok(fd) => {
@@ -97,7 +132,11 @@ pub fn run(
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
-    })?;
+    };
+    let child = match setup.cgroup {
+        Some(cgroup) => spawn::spawn_into(program, cgroup, before_exec),
+        None => spawn::spawn(program, spawn::Start::SharedMemory, before_exec),
+    }?;
     if !handoff.reported {
         return Err(anyhow::anyhow!("the program's process died while starting").into());
     }
@@ -136,7 +175,9 @@ pub fn run(
     // program that never makes one (most short commands) costs no thread. Until
     // then a bind waits in the kernel, as it would for a busy worker.
     if main_exit_or_first_call(&listener, child.pid()) != listener::First::NobodyLeft {
-        Arc::new(Supervisor::new(policy, listener, killable_wait))
+        let mut supervisor = Supervisor::new(policy, listener, killable_wait);
+        supervisor.limits.binds_in_kernel = setup.binds_in_kernel;
+        Arc::new(supervisor)
             .start()
             .context("cannot start the supervisor thread")?;
     }
@@ -170,7 +211,7 @@ struct Handoff {
 }
 
 /// Waits for every descendant (we are their subreaper) and returns how `main` ended.
-fn reap(main: Pid) -> Status {
+pub fn reap(main: Pid) -> Status {
     let mut main_status = None;
     loop {
         let mut status = 0;

@@ -445,3 +445,23 @@ fn knows_when_a_port_zero_bind_needs_a_chosen_port() {
         );
     }
 }
+
+#[test]
+fn rewrites_to_the_targets_of_rewrite_rules() {
+    for (rules, addr, want) in [
+        (&["-d", "-m [::]:80/0=[::1]:8080"][..], "[::1]:8080", true),
+        (&["-d", "-m [::]:80/0=[::1]:8080"][..], "[::1]:8081", false),
+        (&["-b 127.0.0.2"][..], "127.0.0.2:5", true),
+        (&["-b 127.0.0.2"][..], "[::ffff:127.0.0.2]:5", true),
+        (&["-b 127.0.0.2"][..], "127.0.0.3:5", false),
+        (&["-m :80-90=127.0.0.2"][..], "127.0.0.2:85", true),
+        (&["-m :80-90=127.0.0.2"][..], "127.0.0.2:91", false),
+        (&["-d", "-m :80=allow"][..], "127.0.0.1:80", false),
+    ] {
+        assert_eq!(
+            policy(rules).rewrites_to(&addr.parse().unwrap()),
+            want,
+            "{rules:?} {addr}"
+        );
+    }
+}

@@ -89,6 +89,11 @@ pub enum Engine {
     /// wrapper hides user notification, pidfd_getfd and NOTIF_ADDFD): auto must pick
     /// ptrace and every behaviour must still hold.
     OldKernel,
+    /// `--engine bpf` (root, cgroup2): not in `engine_tests!` yet, since it refuses
+    /// what it cannot carry out (fd=/sd= rules, IPv4 rules a dual-stack `[::]` bind
+    /// would meet) and reports no bind events; tests/bpf.rs and tests/servers.rs
+    /// run it where it applies.
+    Bpf,
 }
 
 impl Engine {
@@ -98,6 +103,7 @@ impl Engine {
             Engine::Ptrace => &["-p"],
             Engine::Notify => &["--engine", "notify"],
             Engine::OldKernel => &[],
+            Engine::Bpf => &["--engine", "bpf"],
         }
     }
 
@@ -118,9 +124,23 @@ impl Engine {
     pub fn unavailable(self) -> Option<String> {
         match self {
             Engine::OldKernel => oldkernel().err(),
+            Engine::Bpf => bpf_unavailable(),
             _ => None,
         }
     }
+}
+
+/// Why the bpf engine cannot run here: it needs root and a writable cgroup2 mount.
+pub fn bpf_unavailable() -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the bpf engine needs root".into());
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if !mountinfo.lines().any(|l| l.contains(" - cgroup2 ")) {
+        return Some("no cgroup2 mount for the bpf engine".into());
+    }
+    None
 }
 
 /// Generates one `#[test]` per engine for each `fn name(engine: Engine) { ... }`,

@@ -4,7 +4,7 @@
 #
 # Each scenario runs under every engine: ptrace (-p), notify (--engine notify), auto
 # (which must pick notify on 5.10), and auto under `oldkernel --as 4.19` (an emulated
-# pre-5.0 kernel: auto must fall back to ptrace). It reads back what the kernel bound
+# pre-5.0 kernel: auto must fall back to ptrace); the bpf engine has its own cases. It reads back what the kernel bound
 # from bindprobe's / static_bind's getsockname() report. The same script runs in the
 # x86_64 and the aarch64 VM; on aarch64 it also runs arm32_bind, an AArch32 program.
 # Prints one line per check and a summary; exits 1 if any check failed.
@@ -191,6 +191,35 @@ engine_name=auto-oldkernel
 expect "auto picks ptrace on an emulated 4.19" 0 "engine: ptrace" \
     oldkernel --as 4.19 -- force-bind -v true
 scenarios oldkernel --as 4.19 -- force-bind
+
+# The bpf engine (issue 13): cgroup programs on the VM's cgroup2 mount (busybox's
+# init mounts none). Its own cases: it refuses fd=/sd= rules and IPv4 rules alone.
+engine_name=bpf
+grep -q cgroup2 /proc/mounts || { mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup; }
+bpf="force-bind --engine bpf"
+next_port
+expect "rewrite 0.0.0.0:P to 127.0.0.4:P" 0 "^bound 4 127\.0\.0\.4:$p " \
+    $bpf -b 127.0.0.4 -b "[::1]" bindprobe --addr 0.0.0.0 --port "$p"
+expect "a port-0 bind keeps port 0 (address rewritten)" 0 "^bound 4 127\.0\.0\.4:[0-9]+ " \
+    $bpf -b 127.0.0.4 -b "[::1]" bindprobe --addr 0.0.0.0 --port 0
+next_port
+expect "dual-stack [::] to [::1]" 0 "^bound 6 \[::1\]:$p " \
+    $bpf -b 127.0.0.4 -b "[::1]" bindprobe --family 6 --addr :: --v6only 0 --port "$p"
+expect "v4-mapped is IPv4" 0 "^bound 6 \[::ffff:127\.0\.0\.4\]:$p " \
+    $bpf -b 127.0.0.4 -b "[::1]" bindprobe --family 6 --addr ::ffff:0.0.0.0 --port "$p"
+next_port
+expect "static program rewritten" 0 "^bound 4 127\.0\.0\.4:$p$" \
+    $bpf -b "127.0.0.4:$p" -b "[::1]" static_bind 127.0.0.1 "$p"
+next_port
+expect "deny every bind but one port" 1 "^error 1 " \
+    $bpf -d -m ":$((p + 1))=allow" bindprobe --port "$p"
+expect "the allowed port binds" 0 "^bound 4 127\.0\.0\.1:$((p + 1)) " \
+    $bpf -d -m ":$((p + 1))=allow" bindprobe --port "$((p + 1))"
+expect "a port-0 socket's listen is judged" 1 "^error 1 " \
+    $bpf -d -m ":$((p + 1))=allow" bindprobe --port 0 --listen
+expect "an IPv4 rule a dual-stack [::] would meet is refused" 2 "dual-stack" \
+    $bpf -b 127.0.0.1 true
+refute "the cgroup is removed" "force-bind-" ls /sys/fs/cgroup
 
 echo "vm scenarios: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,0 +1,249 @@
+// bpf/insn.rs: eBPF instructions (struct bpf_insn, <linux/bpf.h>) and a small
+// assembler with forward labels, for the few instructions force-bind's programs use:
+// 32-bit loads from and stores to the context, 32-bit moves and ANDs, byte swaps,
+// 32-bit conditional jumps (JMP32, Linux 5.1) and exit.
+//
+// The conditional jumps are JMP32 on purpose: a context field is loaded zero-extended
+// into a 64-bit register, while a 64-bit JMP compares it with its immediate
+// sign-extended, so `user_ip4 == 0xffffffff` would never hold.
+
+/// One struct bpf_insn: opcode, dst_reg:4 | src_reg:4, off, imm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Insn {
+    pub code: u8,
+    /// dst in the low nibble, src in the high one (little-endian bitfield order).
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+#[cfg(test)]
+impl Insn {
+    pub fn dst(self) -> u8 {
+        self.regs & 0xf
+    }
+    pub fn src(self) -> u8 {
+        self.regs >> 4
+    }
+}
+
+// Classes, sizes, modes and operations (<linux/bpf_common.h>, <linux/bpf.h>).
+const CLASS_LDX: u8 = 0x01;
+const CLASS_STX: u8 = 0x03;
+const CLASS_ALU: u8 = 0x04;
+const CLASS_JMP: u8 = 0x05;
+const CLASS_JMP32: u8 = 0x06;
+const CLASS_ALU64: u8 = 0x07;
+const SIZE_W: u8 = 0x00;
+const MODE_MEM: u8 = 0x60;
+const SRC_K: u8 = 0x00;
+const SRC_X: u8 = 0x08;
+const OP_AND: u8 = 0x50;
+const OP_MOV: u8 = 0xb0;
+const OP_END: u8 = 0xd0;
+/// BPF_END's source bit: BPF_TO_BE.
+const TO_BE: u8 = 0x08;
+const OP_JA: u8 = 0x00;
+const OP_EXIT: u8 = 0x90;
+
+pub const LDX_W: u8 = CLASS_LDX | MODE_MEM | SIZE_W;
+pub const STX_W: u8 = CLASS_STX | MODE_MEM | SIZE_W;
+pub const MOV32_K: u8 = CLASS_ALU | OP_MOV | SRC_K;
+pub const MOV64_X: u8 = CLASS_ALU64 | OP_MOV | SRC_X;
+pub const AND32_K: u8 = CLASS_ALU | OP_AND | SRC_K;
+pub const BE: u8 = CLASS_ALU | OP_END | TO_BE;
+pub const JA: u8 = CLASS_JMP | OP_JA;
+pub const EXIT: u8 = CLASS_JMP | OP_EXIT;
+
+/// The 32-bit comparisons with an immediate that the programs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq = 0x10,
+    Gt = 0x20,
+    Ne = 0x50,
+    Lt = 0xa0,
+    Le = 0xb0,
+}
+
+impl Cmp {
+    pub const fn code(self) -> u8 {
+        CLASS_JMP32 | self as u8 | SRC_K
+    }
+
+    #[cfg(test)]
+    pub fn from_code(code: u8) -> Option<Cmp> {
+        if code & 0x0f != CLASS_JMP32 | SRC_K {
+            return None;
+        }
+        [Cmp::Eq, Cmp::Gt, Cmp::Ne, Cmp::Lt, Cmp::Le]
+            .into_iter()
+            .find(|c| c.code() == code)
+    }
+
+    #[cfg(test)]
+    pub fn holds(self, a: u32, b: u32) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Gt => a > b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+        }
+    }
+}
+
+/// Registers: R0 the return value, R1 the context at entry, R2-R9 general (R6-R9
+/// would survive helper calls, which the programs do not make).
+pub type Reg = u8;
+pub const R1: Reg = 1;
+pub const R2: Reg = 2;
+pub const R3: Reg = 3;
+pub const R6: Reg = 6;
+pub const R7: Reg = 7;
+pub const R8: Reg = 8;
+
+const fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: dst | src << 4,
+        off,
+        imm,
+    }
+}
+
+/// A forward-only assembler: jumps name labels, resolved by `finish`.
+#[derive(Default)]
+pub struct Asm {
+    insns: Vec<(Insn, Option<String>)>,
+    labels: Vec<(String, usize)>,
+}
+
+impl Asm {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, i: Insn) {
+        self.insns.push((i, None));
+    }
+
+    /// dst = *(u32 *)(src + off)
+    pub fn load(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.push(insn(LDX_W, dst, src, off, 0));
+    }
+    /// *(u32 *)(dst + off) = src
+    pub fn store(&mut self, dst: Reg, off: i16, src: Reg) {
+        self.push(insn(STX_W, dst, src, off, 0));
+    }
+    /// dst = imm (32 bits, zero-extended)
+    pub fn mov32(&mut self, dst: Reg, imm: u32) {
+        self.push(insn(MOV32_K, dst, 0, 0, imm as i32));
+    }
+    pub fn mov64(&mut self, dst: Reg, src: Reg) {
+        self.push(insn(MOV64_X, dst, src, 0, 0));
+    }
+    pub fn and32(&mut self, dst: Reg, imm: u32) {
+        self.push(insn(AND32_K, dst, 0, 0, imm as i32));
+    }
+    /// dst = the low 16 bits of dst taken as big-endian (network order to host order
+    /// on a little-endian machine), zero-extended.
+    pub fn be16(&mut self, dst: Reg) {
+        self.push(insn(BE, dst, 0, 0, 16));
+    }
+    pub fn exit(&mut self) {
+        self.push(insn(EXIT, 0, 0, 0, 0));
+    }
+    /// R0 = value; exit.
+    pub fn ret(&mut self, value: u32) {
+        self.mov32(0, value);
+        self.exit();
+    }
+    /// if (u32)reg `cmp` imm goto label
+    pub fn jump_if(&mut self, reg: Reg, cmp: Cmp, imm: u32, label: &str) {
+        self.insns
+            .push((insn(cmp.code(), reg, 0, 0, imm as i32), Some(label.into())));
+    }
+    pub fn goto(&mut self, label: &str) {
+        self.insns.push((insn(JA, 0, 0, 0, 0), Some(label.into())));
+    }
+    /// Appends instructions already resolved (a self-contained section).
+    pub fn extend(&mut self, insns: &[Insn]) {
+        self.insns.extend(insns.iter().map(|i| (*i, None)));
+    }
+    pub fn label(&mut self, name: &str) {
+        assert!(
+            self.labels.iter().all(|(n, _)| n != name),
+            "label {name} defined twice"
+        );
+        self.labels.push((name.into(), self.insns.len()));
+    }
+
+    /// The program, jumps resolved. Panics on an undefined label or a backward jump
+    /// (the programs are loop-free by construction).
+    pub fn finish(self) -> Vec<Insn> {
+        self.insns
+            .iter()
+            .enumerate()
+            .map(|(at, (i, label))| match label {
+                None => *i,
+                Some(name) => {
+                    let target = self
+                        .labels
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .unwrap_or_else(|| panic!("undefined label {name}"))
+                        .1;
+                    assert!(target > at, "backward jump to {name}");
+                    Insn {
+                        off: i16::try_from(target - at - 1).expect("jump too long"),
+                        ..*i
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_the_kernel_headers() {
+        // Values from <linux/bpf.h>: BPF_LDX|BPF_MEM|BPF_W, BPF_STX|BPF_MEM|BPF_W,
+        // BPF_ALU|BPF_MOV|BPF_K, BPF_JMP32|BPF_JEQ|BPF_K, BPF_JMP|BPF_EXIT,
+        // BPF_ALU|BPF_END|BPF_TO_BE.
+        assert_eq!(LDX_W, 0x61);
+        assert_eq!(STX_W, 0x63);
+        assert_eq!(MOV32_K, 0xb4);
+        assert_eq!(MOV64_X, 0xbf);
+        assert_eq!(AND32_K, 0x54);
+        assert_eq!(Cmp::Eq.code(), 0x16);
+        assert_eq!(Cmp::Ne.code(), 0x56);
+        assert_eq!(Cmp::Lt.code(), 0xa6);
+        assert_eq!(Cmp::Gt.code(), 0x26);
+        assert_eq!(EXIT, 0x95);
+        assert_eq!(BE, 0xdc);
+        assert_eq!(JA, 0x05);
+        assert_eq!(size_of::<Insn>(), 8);
+        let i = insn(LDX_W, R2, R6, 24, 0);
+        assert_eq!((i.dst(), i.src(), i.regs), (2, 6, 0x62));
+    }
+
+    #[test]
+    fn resolves_forward_labels() {
+        let mut a = Asm::new();
+        a.jump_if(R2, Cmp::Eq, 7, "out");
+        a.goto("out");
+        a.ret(1);
+        a.label("out");
+        a.ret(0);
+        let p = a.finish();
+        assert_eq!(p[0].off, 3);
+        assert_eq!(p[1].off, 2);
+        for c in [Cmp::Eq, Cmp::Gt, Cmp::Ne, Cmp::Lt, Cmp::Le] {
+            assert_eq!(Cmp::from_code(c.code()), Some(c));
+        }
+    }
+}
