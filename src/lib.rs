@@ -11,6 +11,7 @@
 mod arch;
 
 mod activation;
+mod agent;
 mod as_target;
 mod cli;
 mod diagnose;
@@ -43,7 +44,12 @@ const VERSION: &str = env!("FORCE_BIND_VERSION");
 
 /// The whole program: parse `std::env::args_os()`, run, and say how to exit.
 pub fn run() -> ExitCode {
-    let options = match cli::parse(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `force-bind agent ...` (a program named "agent" runs as `force-bind -- agent`).
+    if argv.get(1).is_some_and(|a| a == "agent") {
+        return agent::main(argv);
+    }
+    let options = match cli::parse(argv) {
         Ok(options) => options,
         Err(CliError::Help(text)) => {
             print!("{text}");

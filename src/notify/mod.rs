@@ -154,6 +154,27 @@ pub fn run(
     Ok(reap(child.hand_over().pid))
 }
 
+/// Supervises the processes behind seccomp listener `fd`, which another program
+/// installed (an OCI runtime, for the agent), with `policy`, on threads of their own
+/// that end when the last of those processes is gone. Events name `container`.
+/// Whether the filter was installed with WAIT_KILLABLE_RECV is not known, so a
+/// signal is taken to be able to restart a bind already done (sidebind::Limits).
+pub fn supervise(policy: &'static Policy, fd: OwnedFd, container: Arc<str>) -> anyhow::Result<()> {
+    let listener =
+        Listener::new(fd).map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?;
+    let mut supervisor = Supervisor::new(policy, listener, false);
+    supervisor.container = Some(container);
+    Arc::new(supervisor)
+        .start()
+        .context("cannot start the supervisor threads")
+}
+
+/// Calls being answered right now, by every supervisor of this process: the agent
+/// lets them finish before it exits.
+pub fn calls_in_flight() -> usize {
+    supervisor::IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// What the child tells the supervisor along with the listener.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]

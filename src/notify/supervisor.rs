@@ -2,7 +2,7 @@
 // receives when), and what each trapped call is.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ pub struct Supervisor<'p> {
     pub pidfds: crate::target::Pidfds,
     /// Inodes of the inherited sockets, to recognise them in a target (-L).
     pub inherited_inodes: Vec<(RawFd, u64)>,
+    /// The container whose processes these are (the agent), named in events.
+    pub container: Option<Arc<str>>,
     pool: Mutex<Pool>,
     /// Idle workers wait here to be given the receiving turn.
     turn_free: Condvar,
@@ -51,6 +53,9 @@ struct Pool {
     offered: bool,
 }
 
+/// Calls received and not yet answered, in every supervisor of the process.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
 /// More concurrent binds than this wait for a free worker, stalled ones not counted.
 const MAX_WORKERS: usize = 64;
 /// Stalled or not, no more worker threads than this: past it, later binds wait
@@ -69,6 +74,7 @@ impl Supervisor<'static> {
             limits: crate::sidebind::Limits::read(!killable_wait),
             pidfds: crate::target::Pidfds::default(),
             inherited_inodes,
+            container: None,
             pool: Mutex::new(Pool {
                 turn_taken: false,
                 turn_released: Instant::now(),
@@ -114,6 +120,7 @@ impl Supervisor<'static> {
 
     fn work(self: Arc<Self>, slot: usize) {
         let busy = &self.busy_since[slot];
+        crate::log::set_container(self.container.clone());
         loop {
             if !self.take_turn() {
                 return;
@@ -129,6 +136,7 @@ impl Supervisor<'static> {
             if self.listener.pending() {
                 self.offer_turn();
             }
+            IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
             busy.store(self.now_ns(), Ordering::Relaxed);
             // A bug here must not leave the target hung in bind(), nor let it through.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
@@ -143,6 +151,7 @@ impl Supervisor<'static> {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => debug!("NOTIF_SEND {:#x}: {e}", n.id),
             }
+            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
