@@ -164,6 +164,11 @@ fn busybox() -> Option<&'static str> {
 impl Lab {
     /// The namespace and the agent with `agent_args` (its RULES); None: skipped.
     fn new(runtime: Runtime, agent_args: &[&str]) -> Option<Lab> {
+        Lab::with_netns(runtime, agent_args, &[])
+    }
+
+    /// The same, the namespace set up further by the shell commands `setup`.
+    fn with_netns(runtime: Runtime, agent_args: &[&str], setup: &[&str]) -> Option<Lab> {
         if let Some(why) = common::servers::namespaces_unavailable() {
             skip(&why);
             return None;
@@ -173,7 +178,7 @@ impl Lab {
         let dir = tmp_path(&format!("agent-{}", runtime.name()));
         fs::create_dir_all(&dir).expect("lab dir");
         let socket = dir.join("agent.sock");
-        let netns = Proc::spawn(in_new_netns(&[], command("sleep", &["300"])));
+        let netns = Proc::spawn(in_new_netns(setup, command("sleep", &["300"])));
         assert!(
             wait_until(WAIT, || {
                 fs::read_link(format!("/proc/{}/exe", netns.pid()))
@@ -591,6 +596,19 @@ runtime_tests! {
         drop(ctr);
         let with_cap = lab.bundle(Image::Busybox, &strs(&httpd("0.0.0.0:80")), DEFAULT_CAPS, profile);
         let _ctr = lab.run(&with_cap).expect("the container starts");
+        lab.wait_listening(v4("127.0.0.2", 80));
+        assert_eq!(lab.on_port(80), [tcp(v4("127.0.0.2", 80))]);
+    }
+
+    /// In a network namespace whose ip_unprivileged_port_start is 0 (as Docker
+    /// makes a container's), port 80 needs no capability, for the kernel and so for
+    /// the agent: the limit is the container's namespace's, not the agent's.
+    fn privileged_ports_as_the_containers_namespace_says(runtime: Runtime) {
+        let setup = ["echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start"];
+        let Some(mut lab) = Lab::with_netns(runtime, &[], &setup) else { return };
+        let profile = lab.profile("-b 127.0.0.2", None);
+        let no_cap = lab.bundle(Image::Busybox, &strs(&httpd("0.0.0.0:80")), &["CAP_KILL"], profile);
+        let _ctr = lab.run(&no_cap).expect("the container starts");
         lab.wait_listening(v4("127.0.0.2", 80));
         assert_eq!(lab.on_port(80), [tcp(v4("127.0.0.2", 80))]);
     }

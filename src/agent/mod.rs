@@ -293,23 +293,30 @@ impl Shared {
             (Ok(_), None) => (deny_everything(), Err("no state".into())),
         };
         let label: Arc<str> = Arc::from(container.as_deref().unwrap_or("?"));
-        match crate::notify::supervise(policy, listener, Arc::clone(&label)) {
-            Ok(()) => log::emit_container(&ContainerEvent {
-                time: SystemTime::now(),
-                container,
-                pid,
-                rules: policy.rules.iter().map(|r| r.text.clone()).collect(),
-                outcome,
-            }),
+        // Said before the supervisor starts, so that it comes before the
+        // container's first bind.
+        let rules = policy.rules.iter().map(|r| r.text.clone()).collect();
+        log::emit_container(&ContainerEvent {
+            time: SystemTime::now(),
+            container: container.clone(),
+            pid,
+            rules,
+            outcome,
+        });
+        let port_start = (pid > 0).then(|| unprivileged_port_start_of(pid)).flatten();
+        if port_start.is_none() {
+            debug!("agent: container {label}: ip_unprivileged_port_start is the agent's");
+        }
+        if let Err(e) = crate::notify::supervise(policy, listener, Arc::clone(&label), port_start) {
             // The listener is closed with the error: the container's binds fail
             // (ENOSYS).
-            Err(e) => log::emit_container(&ContainerEvent {
+            log::emit_container(&ContainerEvent {
                 time: SystemTime::now(),
                 container,
                 pid,
                 rules: Vec::new(),
                 outcome: Err(format!("cannot supervise it: {e:#}")),
-            }),
+            });
         }
     }
 
@@ -333,6 +340,32 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, &'static Policy>> {
         self.policies.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// net.ipv4.ip_unprivileged_port_start in the network namespace of `pid` (the
+/// kernel's limit for the container's own binds, which Docker sets to 0 in a
+/// container's namespace), read on a thread of our own that joins it: /proc/sys/net
+/// shows the namespace of the thread that opens it.
+fn unprivileged_port_start_of(pid: i32) -> Option<u16> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns(2) with a namespace descriptor we opened; it moves
+                // only this thread, which ends with this closure.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return None;
+                }
+                std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
 }
 
 /// The policy of a container whose rules could not be known: every bind denied.

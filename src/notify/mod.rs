@@ -156,14 +156,23 @@ pub fn run(
 
 /// Supervises the processes behind seccomp listener `fd`, which another program
 /// installed (an OCI runtime, for the agent), with `policy`, on threads of their own
-/// that end when the last of those processes is gone. Events name `container`.
-/// Whether the filter was installed with WAIT_KILLABLE_RECV is not known, so a
-/// signal is taken to be able to restart a bind already done (sidebind::Limits).
-pub fn supervise(policy: &'static Policy, fd: OwnedFd, container: Arc<str>) -> anyhow::Result<()> {
+/// that end when the last of those processes is gone. Events name `container`;
+/// `unprivileged_port_start` is the ip_unprivileged_port_start of their network
+/// namespace, when known (else ours). Whether the filter has WAIT_KILLABLE_RECV is
+/// not known, so a signal is taken to be able to restart a bind already done.
+pub fn supervise(
+    policy: &'static Policy,
+    fd: OwnedFd,
+    container: Arc<str>,
+    unprivileged_port_start: Option<u16>,
+) -> anyhow::Result<()> {
     let listener =
         Listener::new(fd).map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?;
     let mut supervisor = Supervisor::new(policy, listener, false);
     supervisor.container = Some(container);
+    if let Some(start) = unprivileged_port_start {
+        supervisor.limits.unprivileged_port_start = start;
+    }
     Arc::new(supervisor)
         .start()
         .context("cannot start the supervisor threads")
