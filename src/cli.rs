@@ -34,6 +34,8 @@ Examples:
   force-bind -d -b '[::1]:8081' -b 127.0.0.1:8080 PROGRAM
   systemd-socket-activate -l 8000 force-bind -m :8000=sd=0 PROGRAM
       the program gets systemd's socket instead of binding its own
+  force-bind agent -h
+      containers: the seccomp listener of runc, crun, Docker and Podman
 
 Exit status: the program's; if it died of a signal, force-bind dies of the same
 one. 125: force-bind failed, 126: PROGRAM not executable, 127: not found,

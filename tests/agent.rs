@@ -169,6 +169,13 @@ impl Lab {
 
     /// The same, the namespace set up further by the shell commands `setup`.
     fn with_netns(runtime: Runtime, agent_args: &[&str], setup: &[&str]) -> Option<Lab> {
+        let mut lab = Lab::bare(runtime, setup)?;
+        lab.start_agent(agent_args);
+        Some(lab)
+    }
+
+    /// The namespace only: no agent yet.
+    fn bare(runtime: Runtime, setup: &[&str]) -> Option<Lab> {
         if let Some(why) = common::servers::namespaces_unavailable() {
             skip(&why);
             return None;
@@ -186,7 +193,7 @@ impl Lab {
             }),
             "the namespace holder did not start"
         );
-        let mut lab = Lab {
+        Some(Lab {
             runtime,
             runtime_path,
             dir,
@@ -194,16 +201,18 @@ impl Lab {
             netns,
             agent: None,
             n: 0,
-        };
-        lab.start_agent(agent_args);
-        Some(lab)
+        })
     }
 
     fn start_agent(&mut self, agent_args: &[&str]) {
         let socket = self.socket.to_str().unwrap().to_string();
         let mut args = vec!["agent", "--socket", &socket, "--json", "-v"];
         args.extend(agent_args);
-        let agent = Proc::spawn(force_bind_plain(&args));
+        self.wait_agent(Proc::spawn(force_bind_plain(&args)));
+    }
+
+    /// Waits for `agent` (or what starts it) to listen on the socket.
+    fn wait_agent(&mut self, agent: Proc) {
         assert!(
             wait_until(WAIT, || self.socket.exists()),
             "the agent did not listen\n{}",
@@ -447,6 +456,20 @@ impl Container {
             .expect("runtime state");
         let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
         state["pid"].as_i64().expect("state pid") as i32
+    }
+}
+
+impl Container {
+    /// Waits for the container to write `/tmp/NAME` (through its root in /proc) and
+    /// returns what it wrote.
+    fn wait_file(&self, name: &str) -> String {
+        let path = format!("/proc/{}/root/tmp/{name}", self.pid());
+        assert!(
+            wait_until(WAIT, || fs::metadata(&path).is_ok()),
+            "the container did not write /tmp/{name}\n{}",
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        fs::read_to_string(&path).unwrap()
     }
 }
 
@@ -775,4 +798,152 @@ runtime_tests! {
         assert_ne!(fs::read_to_string(&done).unwrap().trim(), "httpd: 0");
         assert_eq!(lab.on_port(port), []);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The README's recipes and the shipped units, run as written
+// ---------------------------------------------------------------------------
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The fenced block that follows `<!-- recipe: NAME -->` in the README.
+fn readme_block(name: &str) -> String {
+    let readme = repo_file("README.md");
+    let marker = format!("<!-- recipe: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .1;
+    let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
+    assert!(
+        lines.next().unwrap_or_default().starts_with("```"),
+        "{marker}: no block"
+    );
+    let mut block = String::new();
+    for line in lines {
+        if line.starts_with("```") {
+            return block;
+        }
+        block.push_str(line);
+        block.push('\n');
+    }
+    panic!("{marker}: unterminated block");
+}
+
+/// `text` with `from` replaced by `to`, which must be there.
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in\n{text}");
+    text.replace(from, to)
+}
+
+#[test]
+fn readme_shows_the_shipped_agent_units() {
+    for unit in [
+        "packaging/systemd/force-bind-agent.socket",
+        "packaging/systemd/force-bind-agent.service",
+    ] {
+        assert_eq!(
+            readme_block(unit),
+            repo_file(unit),
+            "README's copy of {unit}"
+        );
+    }
+}
+
+/// The README's runc recipe, in a bundle with no seccomp profile yet: the agent's
+/// socket, the runtime's state directory and the container id are the test's.
+#[test]
+fn readme_runc_recipe() {
+    let Some(mut lab) = Lab::new(Runtime::Runc, &[]) else {
+        return;
+    };
+    let port = free_port();
+    let bundle = lab.bundle(
+        Image::Busybox,
+        &strs(&httpd(&format!("0.0.0.0:{port}"))),
+        DEFAULT_CAPS,
+        Value::Null,
+    );
+    let id = container_id();
+    let state = lab.dir.join("state");
+    let _ctr = Container {
+        runtime: Runtime::Runc,
+        runtime_path: lab.runtime_path.clone(),
+        state: state.clone(),
+        id: id.clone(),
+        log: lab.log(),
+    };
+    let recipe = readme_block("agent-runc");
+    let profile = format!(
+        "{} agent --profile --socket {}",
+        force_bind_bin(),
+        lab.socket.display()
+    );
+    let script = replaced(&recipe, "force-bind agent --profile", &profile);
+    let run = format!(
+        "{} --root {} run -d {id}",
+        lab.runtime_path,
+        state.display()
+    );
+    let script = replaced(&script, "runc run -d web", &run);
+    let mut sh = Command::new("sh");
+    sh.args(["-e", "-c", &script]).current_dir(&bundle);
+    run_logged(sh, &lab.log()).expect("the recipe runs");
+    let want = v4("127.0.0.2", port);
+    lab.wait_listening(want);
+    assert_eq!(lab.on_port(port), [tcp(want)]);
+}
+
+/// The shipped units, as systemd would run them (systemd-socket-activate, the
+/// socket in the test's directory): the service's `-d` denies a container without
+/// metadata; a container's metadata overrides it.
+#[test]
+fn shipped_units_serve_containers() {
+    let Some(activate) = find_program("systemd-socket-activate") else {
+        skip("systemd-socket-activate not found (tests/install-deps.sh installs systemd)");
+        return;
+    };
+    let Some(mut lab) = Lab::bare(Runtime::Runc, &[]) else {
+        return;
+    };
+    let socket_unit = repo_file("packaging/systemd/force-bind-agent.socket");
+    let service = repo_file("packaging/systemd/force-bind-agent.service");
+    assert!(socket_unit.contains("ListenStream=/run/force-bind/agent.sock"));
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[..2], ["/usr/bin/force-bind", "agent"], "{exec}");
+    let socket = lab.socket.to_str().unwrap().to_string();
+    let mut args = vec!["-l", &socket, force_bind_bin()];
+    args.extend(&words[1..]);
+    lab.wait_agent(Proc::spawn(command(&activate, &args)));
+    let (allowed, denied) = (free_port(), free_port());
+    let with_metadata = lab.profile("-b 127.0.0.2", None);
+    let bundle = lab.bundle(
+        Image::Busybox,
+        &strs(&httpd(&format!("0.0.0.0:{allowed}"))),
+        DEFAULT_CAPS,
+        with_metadata,
+    );
+    let _first = lab.run(&bundle).expect("the container starts");
+    lab.wait_listening(v4("127.0.0.2", allowed));
+    let without = lab.profile("", None);
+    let script = format!(
+        "busybox httpd -f -h / -p 0.0.0.0:{denied}; echo $? > /tmp/done; busybox sleep 120"
+    );
+    let bundle = lab.bundle(
+        Image::Busybox,
+        &["/bin/sh", "-c", &script],
+        DEFAULT_CAPS,
+        without,
+    );
+    let second = lab.run(&bundle).expect("the container starts");
+    assert_ne!(second.wait_file("done").trim(), "0");
+    assert_eq!(lab.on_port(denied), []);
+    assert_eq!(lab.on_port(allowed), [tcp(v4("127.0.0.2", allowed))]);
 }
