@@ -636,6 +636,34 @@ runtime_tests! {
         assert_eq!(lab.on_port(80), [tcp(v4("127.0.0.2", 80))]);
     }
 
+    /// The i386 ABI (int $0x80) from a 32-bit and a 64-bit program, bind directly
+    /// and through socketcall(2): the profile names bind, and libseccomp traps both
+    /// forms for the x86 architecture, so every one is judged.
+    fn i386_binds_are_judged(runtime: Runtime) {
+        let Ok(int80_32) = c_build("int80_bind", "int80_bind32", &["-m32", "-static"]) else {
+            skip("no 32-bit static toolchain (tests/install-deps.sh installs gcc-multilib)");
+            return;
+        };
+        let int80_64 = c_build("int80_bind", "int80_bind64s", &["-static"]).expect("static int80_bind");
+        let Some(mut lab) = Lab::new(runtime, &[]) else { return };
+        let port = free_ports(4);
+        let profile = lab.profile("-b 127.0.0.2", None);
+        let script = format!(
+            "/bin/int80_32 direct 0.0.0.0 {p0} > /tmp/a; /bin/int80_32 socketcall 0.0.0.0 {p1} >> /tmp/a; \
+             /bin/int80_64 direct 0.0.0.0 {p2} >> /tmp/a; /bin/int80_64 socketcall 0.0.0.0 {p3} >> /tmp/a; \
+             echo > /tmp/done; busybox sleep 120",
+            p0 = port, p1 = port + 1, p2 = port + 2, p3 = port + 3
+        );
+        let bundle = lab.bundle(Image::Busybox, &["/bin/sh", "-c", &script], DEFAULT_CAPS, profile);
+        fs::copy(int80_32, bundle.join("rootfs/bin/int80_32")).unwrap();
+        fs::copy(int80_64, bundle.join("rootfs/bin/int80_64")).unwrap();
+        let ctr = lab.run(&bundle).expect("the container starts");
+        ctr.wait_file("done");
+        let said = ctr.wait_file("a");
+        let want: Vec<String> = (0..4).map(|i| format!("bound 4 127.0.0.2:{}", port + i)).collect();
+        assert_eq!(said.lines().collect::<Vec<_>>(), want, "{said}");
+    }
+
     /// The agent killed while a container runs: the bind the container makes after
     /// that fails (ENOSYS, the listener is gone) and nothing listens on its port,
     /// 0.0.0.0 least of all; one made before is still where the rule put it.
