@@ -798,6 +798,65 @@ runtime_tests! {
         eprintln!("{CONTAINERS} {} containers in {took:?}; agent (fds, threads): {after:?}", runtime.name());
     }
 
+    /// SIGTERM while a container binds one port after another: every bind and
+    /// listen the program saw succeed is really there, on the rule's address, and
+    /// every one that failed left nothing listening; none is half done.
+    fn sigterm_mid_binds_leaves_no_half_done_bind(runtime: Runtime) {
+        const PORTS: u16 = 80;
+        let Some(mut lab) = Lab::new(runtime, &[]) else { return };
+        if find_program("/usr/bin/python3").is_none() {
+            skip("/usr/bin/python3 not found (tests/install-deps.sh installs python3)");
+            return;
+        }
+        let first = free_ports(PORTS);
+        let code = "import socket, sys, time\n\
+                    first, n = int(sys.argv[1]), int(sys.argv[2])\n\
+                    out = open('/tmp/out', 'w', buffering=1)\n\
+                    keep = []\n\
+                    for port in range(first, first + n):\n\
+                    \x20   s = socket.socket()\n\
+                    \x20   keep.append(s)\n\
+                    \x20   try:\n\
+                    \x20       s.bind(('0.0.0.0', port)); s.listen()\n\
+                    \x20       out.write(f'ok {port}\\n')\n\
+                    \x20   except OSError as e:\n\
+                    \x20       out.write(f'error {port} {e.errno}\\n')\n\
+                    \x20   time.sleep(0.01)\n\
+                    open('/tmp/done', 'w').close()\n\
+                    time.sleep(120)\n";
+        let (first_s, n_s) = (first.to_string(), PORTS.to_string());
+        let profile = lab.profile("-b 127.0.0.2", None);
+        let bundle = lab.bundle(Image::Python, &["/usr/bin/python3", "-c", code, &first_s, &n_s], DEFAULT_CAPS, profile);
+        let ctr = lab.run(&bundle).expect("the container starts");
+        let out = format!("/proc/{}/root/tmp/out", ctr.pid());
+        let lines = || fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+        assert!(wait_until(WAIT, || lines() >= 5), "the container does not bind");
+        let mut agent = lab.agent.take().expect("agent");
+        agent.signal(libc::SIGTERM);
+        let status = agent.wait_timeout(WAIT).expect("the agent exits after SIGTERM");
+        assert_eq!(status.code(), Some(0), "{}", agent.context());
+        ctr.wait_file("done");
+        let said = fs::read_to_string(&out).unwrap();
+        let mut ok = 0;
+        for line in said.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let port: u16 = words[1].parse().unwrap();
+            match words[0] {
+                "ok" => {
+                    ok += 1;
+                    assert_eq!(lab.on_port(port), [tcp(v4("127.0.0.2", port))], "{line}");
+                }
+                _ => {
+                    // ENOSYS: the listener was gone (or, had the bind been done
+                    // before the agent left, it would say ok).
+                    assert_eq!(words[2], libc::ENOSYS.to_string(), "{line}");
+                    assert_eq!(lab.on_port(port), [], "{line}");
+                }
+            }
+        }
+        assert!(ok >= 5 && ok < PORTS as usize, "{ok} binds of {PORTS} before the agent left:\n{said}");
+    }
+
     /// SIGTERM: the agent stops accepting (its socket is gone: a new container is
     /// refused), answers what it was answering and exits 0; a container already
     /// running then has its binds fail, closed.
