@@ -746,6 +746,41 @@ runtime_tests! {
         lab.wait_listening(v4("127.0.0.2", port));
     }
 
+    /// Connections that are no runtime's (garbage, silence, a descriptor that is no
+    /// seccomp listener) are refused with an event, and the agent serves the next
+    /// container as before.
+    fn garbage_connections_leave_the_agent_serving(runtime: Runtime) {
+        use std::io::Write as _;
+        use std::os::unix::net::UnixStream;
+        let Some(mut lab) = Lab::new(runtime, &[]) else { return };
+        let mut garbage = UnixStream::connect(&lab.socket).expect("connect");
+        garbage.write_all(b"{\"ociVersion\": 1}").unwrap();
+        drop(garbage);
+        let _silent = UnixStream::connect(&lab.socket).expect("connect");
+        let refused = lab.wait_event(&[("event", "container"), ("result", "error")]);
+        assert!(refused["container"].is_null(), "{refused}");
+        // A valid state with a pipe where the listener should be.
+        let (pipe, _other) = nix::unistd::pipe().unwrap();
+        let state = br#"{"ociVersion":"1.0.2","fds":["seccompFd"],"pid":0,"state":{"id":"not-a-listener"}}"#;
+        let liar = UnixStream::connect(&lab.socket).expect("connect");
+        let fds = [std::os::fd::AsRawFd::as_raw_fd(&pipe)];
+        nix::sys::socket::sendmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(&liar),
+            &[std::io::IoSlice::new(state)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .expect("sendmsg");
+        let refused = lab.wait_event(&[("event", "container"), ("container", "not-a-listener")]);
+        assert_eq!(refused["result"], "error", "{refused}");
+        let port = free_port();
+        let profile = lab.profile("-b 127.0.0.2", None);
+        let bundle = lab.bundle(Image::Busybox, &strs(&httpd(&format!("0.0.0.0:{port}"))), DEFAULT_CAPS, profile);
+        let _ctr = lab.run(&bundle).expect("the container starts");
+        lab.wait_listening(v4("127.0.0.2", port));
+    }
+
     /// Containers come and go: the agent's descriptors and threads come back to
     /// what they were. Each container binds once (rewritten) and exits.
     fn many_containers_leak_nothing(runtime: Runtime) {

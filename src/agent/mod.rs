@@ -213,6 +213,13 @@ fn serve(options: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Distinct listenerMetadata texts the agent keeps a policy for; a container with
+/// yet another is refused (its binds denied), so memory stays bounded.
+const MAX_POLICIES: usize = 4096;
+/// Connections read at once; more are closed at once (their runtimes refuse the
+/// container), so a flood of silent connections cannot take every thread.
+const MAX_HANDSHAKES: usize = 64;
+
 /// What the connection threads share.
 struct Shared {
     agent_rules: Vec<Rule>,
@@ -227,7 +234,11 @@ struct Shared {
 
 impl Shared {
     fn start_handshake(self: &Arc<Self>, conn: UnixStream) {
-        self.handshakes.fetch_add(1, Ordering::AcqRel);
+        if self.handshakes.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
+            self.handshakes.fetch_sub(1, Ordering::AcqRel);
+            warn!("{MAX_HANDSHAKES} runtime connections are being read: one more is closed");
+            return;
+        }
         let shared = Arc::clone(self);
         let started = std::thread::Builder::new()
             .name("force-bind-handshake".into())
@@ -257,9 +268,9 @@ impl Shared {
         let _ = conn.set_read_timeout(Some(socket::RECEIVE_TIMEOUT));
         let received = socket::receive(&conn);
         drop(conn);
-        let (container, pid, metadata) = match &received.state {
-            Ok(s) => (Some(s.state.id.clone()), s.pid, Some(s.metadata.clone())),
-            Err(_) => (None, 0, None),
+        let (container, pid) = match &received.state {
+            Ok(s) => (Some(s.state.id.clone()), s.pid),
+            Err(_) => (None, 0),
         };
         let Some(listener) = received.listener else {
             let why = match received.state {
@@ -281,16 +292,15 @@ impl Shared {
             });
             return;
         };
-        let (policy, outcome) = match (&received.state, metadata) {
-            (Ok(_), Some(metadata)) => match self.policy_for(&metadata) {
+        let (policy, outcome) = match &received.state {
+            Ok(s) => match self.policy_for(&s.metadata) {
                 Ok(policy) => (policy, Ok(())),
                 Err(e) => (
                     deny_everything(),
-                    Err(format!("bad listenerMetadata {metadata:?}: {e}")),
+                    Err(format!("bad listenerMetadata {:?}: {e}", s.metadata)),
                 ),
             },
-            (Err(e), _) => (deny_everything(), Err(e.clone())),
-            (Ok(_), None) => (deny_everything(), Err("no state".into())),
+            Err(e) => (deny_everything(), Err(e.clone())),
         };
         let label: Arc<str> = Arc::from(container.as_deref().unwrap_or("?"));
         // Said before the supervisor starts, so that it comes before the
@@ -328,6 +338,11 @@ impl Shared {
         // Parsed outside the lock: a host name in the metadata may take a DNS query.
         let rules = metadata::container_rules(&self.agent_rules, metadata)?;
         let mut policies = self.lock();
+        if policies.len() >= MAX_POLICIES && !policies.contains_key(metadata) {
+            return Err(format!(
+                "more than {MAX_POLICIES} different listenerMetadata texts in use"
+            ));
+        }
         let policy = policies.entry(metadata.to_string()).or_insert_with(|| {
             Box::leak(Box::new(Policy {
                 rules,
