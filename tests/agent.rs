@@ -475,11 +475,20 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = run_logged(
+        let delete =
             self.runtime
-                .command(&self.runtime_path, &self.state, &["delete", "-f", &self.id]),
-            &self.log,
-        );
+                .command(&self.runtime_path, &self.state, &["delete", "-f", &self.id]);
+        // The container's processes are orphans of the runtime, reparented to this
+        // test process (the harness makes it a subreaper): the runtime waits for its
+        // init to be gone, so they are reaped here meanwhile.
+        thread::scope(|scope| {
+            let deleting = scope.spawn(|| run_logged(delete, &self.log));
+            while !deleting.is_finished() {
+                reap_container_orphans(&self.id);
+                thread::sleep(STEP);
+            }
+        });
+        reap_container_orphans(&self.id);
         // runc 1.1's `delete -f` kills the init and tries to remove the cgroups at
         // once, while an exec'd process may not be gone yet: it leaves the empty
         // directories behind. Ours are named after our unique id.
@@ -491,6 +500,33 @@ impl Drop for Container {
             if dir.is_dir() {
                 wait_until(Duration::from_secs(2), || fs::remove_dir(&dir).is_ok());
             }
+        }
+    }
+}
+
+/// Reaps the exited processes of container `id` that are this process's children
+/// (by their cgroup, which names the container): only those, so no other wait in
+/// the harness loses its child.
+fn reap_container_orphans(id: &str) {
+    let me = std::process::id() as i32;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    let in_container = format!("/{id}");
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = proc_stat(pid).is_some_and(|(state, ppid)| state == 'Z' && ppid == me);
+        let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&in_container)));
+        if ours && theirs {
+            // SAFETY: waitpid(2) on one exited child of ours, without blocking.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         }
     }
 }
@@ -631,9 +667,13 @@ runtime_tests! {
         let Some(mut lab) = Lab::with_netns(runtime, &[], &setup) else { return };
         let profile = lab.profile("-b 127.0.0.2", None);
         let no_cap = lab.bundle(Image::Busybox, &strs(&httpd("0.0.0.0:80")), &["CAP_KILL"], profile);
-        let _ctr = lab.run(&no_cap).expect("the container starts");
+        let ctr = lab.run(&no_cap).expect("the container starts");
         lab.wait_listening(v4("127.0.0.2", 80));
         assert_eq!(lab.on_port(80), [tcp(v4("127.0.0.2", 80))]);
+        // An exec'd process too (crun gives no pid for it: the namespace's limit is
+        // the one read for the container's init).
+        ctr.exec(&strs(&httpd("0.0.0.0:81"))).expect("exec");
+        lab.wait_listening(v4("127.0.0.2", 81));
     }
 
     /// The i386 ABI (int $0x80) from a 32-bit and a 64-bit program, bind directly

@@ -161,6 +161,7 @@ fn serve(options: AgentOptions) -> anyhow::Result<()> {
         agent_rules: options.rules,
         policies: Mutex::new(HashMap::new()),
         handshakes: AtomicUsize::new(0),
+        port_starts: Mutex::new(HashMap::new()),
     });
     loop {
         let mut fds = [
@@ -230,6 +231,10 @@ struct Shared {
     policies: Mutex<HashMap<String, &'static Policy>>,
     /// Connections accepted and not yet read.
     handshakes: AtomicUsize,
+    /// ip_unprivileged_port_start of each container's network namespace, as read
+    /// when its init connected, for the processes `crun exec` starts (their state
+    /// has no pid). Started afresh when it holds MAX_POLICIES.
+    port_starts: Mutex<HashMap<String, u16>>,
 }
 
 impl Shared {
@@ -313,7 +318,7 @@ impl Shared {
             rules,
             outcome,
         });
-        let port_start = (pid > 0).then(|| unprivileged_port_start_of(pid)).flatten();
+        let port_start = self.port_start(container.as_deref(), pid);
         if port_start.is_none() {
             debug!("agent: container {label}: ip_unprivileged_port_start is the agent's");
         }
@@ -328,6 +333,23 @@ impl Shared {
                 outcome: Err(format!("cannot supervise it: {e:#}")),
             });
         }
+    }
+
+    /// The ip_unprivileged_port_start of the network namespace of container `id`'s
+    /// process `pid`; with no pid, the one its init's namespace had.
+    fn port_start(&self, id: Option<&str>, pid: i32) -> Option<u16> {
+        let id = id?;
+        let known = || self.port_starts.lock().unwrap_or_else(|e| e.into_inner());
+        if pid <= 0 {
+            return known().get(id).copied();
+        }
+        let start = unprivileged_port_start_of(pid)?;
+        let mut known = known();
+        if known.len() >= MAX_POLICIES {
+            known.clear();
+        }
+        known.insert(id.to_string(), start);
+        Some(start)
     }
 
     /// The policy of a container with this listenerMetadata.
