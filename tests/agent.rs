@@ -736,6 +736,21 @@ runtime_tests! {
         assert_ne!(said.trim(), "second httpd: 0", "{said}");
         assert_eq!(lab.on_port(after), []);
         assert_eq!(lab.on_port(before), [tcp(v4("127.0.0.2", before))]);
+        // A new agent takes the dead one's socket file over and serves new
+        // containers; the old container keeps what it had.
+        assert!(lab.socket.exists(), "a killed agent leaves its socket file");
+        lab.start_agent(&[]);
+        let port = free_port();
+        let profile = lab.profile("-b 127.0.0.3", None);
+        let bundle = lab.bundle(Image::Busybox, &strs(&httpd(&format!("0.0.0.0:{port}"))), DEFAULT_CAPS, profile);
+        let _next = lab.run(&bundle).expect("a container starts with the new agent");
+        lab.wait_listening(v4("127.0.0.3", port));
+        assert_eq!(lab.on_port(before), [tcp(v4("127.0.0.2", before))]);
+        // A second agent on a live agent's socket refuses to start.
+        let socket = lab.socket.to_str().unwrap();
+        let second = run(force_bind_plain(&["agent", "--socket", socket]));
+        assert_eq!(second.code(), Some(125), "{second}");
+        assert!(second.stderr.contains("another agent listens"), "{second}");
     }
 
     /// `--profile --base` (podman's own profile, so the container keeps the
