@@ -208,8 +208,9 @@ fn serve(options: AgentOptions) -> anyhow::Result<()> {
     while shared.handshakes.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    while crate::notify::calls_in_flight() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !crate::notify::gate::close_and_wait(left) {
+        warn!("calls still being answered after {DRAIN:?}: the agent exits anyway");
     }
     Ok(())
 }

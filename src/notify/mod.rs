@@ -7,6 +7,7 @@
 // trapped bind fails: nothing goes through unchecked.
 
 mod bind;
+pub mod gate;
 mod listener;
 mod supervisor;
 
@@ -176,12 +177,6 @@ pub fn supervise(
     Arc::new(supervisor)
         .start()
         .context("cannot start the supervisor threads")
-}
-
-/// Calls being answered right now, by every supervisor of this process: the agent
-/// lets them finish before it exits.
-pub fn calls_in_flight() -> usize {
-    supervisor::IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// What the child tells the supervisor along with the listener.

@@ -2,7 +2,7 @@
 // receives when), and what each trapped call is.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,9 +52,6 @@ struct Pool {
     /// A turn was offered to the idle workers and not yet taken.
     offered: bool,
 }
-
-/// Calls received and not yet answered, in every supervisor of the process.
-pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// More concurrent binds than this wait for a free worker, stalled ones not counted.
 const MAX_WORKERS: usize = 64;
@@ -136,7 +133,11 @@ impl Supervisor<'static> {
             if self.listener.pending() {
                 self.offer_turn();
             }
-            IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+            if !super::gate::enter() {
+                // The process stops supervising (the agent's SIGTERM).
+                let _ = self.listener.respond(n.id, Err(Errno::ENOSYS));
+                continue;
+            }
             busy.store(self.now_ns(), Ordering::Relaxed);
             // A bug here must not leave the target hung in bind(), nor let it through.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
@@ -151,7 +152,7 @@ impl Supervisor<'static> {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => debug!("NOTIF_SEND {:#x}: {e}", n.id),
             }
-            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            super::gate::leave();
         }
     }
 
