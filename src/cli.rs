@@ -432,11 +432,7 @@ pub fn parse_metadata_rules(words: &[String]) -> Result<Vec<Rule>, String> {
     }
     let matches = MetadataArgs::command()
         .try_get_matches_from(words)
-        .map_err(|e| {
-            let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("bad rules").trim();
-            line.strip_prefix("error: ").unwrap_or(line).to_string()
-        })?;
+        .map_err(|e| clap_error(&e.render().to_string()))?;
     let args = MetadataArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     let rules = ordered_rules(&matches, &args.rules).map_err(|e| e.reason)?;
     refuse_inherited(&rules)?;
@@ -458,9 +454,19 @@ fn refuse_inherited(rules: &[Rule]) -> Result<(), String> {
 }
 
 fn agent_first_line(rendered: &str) -> String {
-    let line = rendered.lines().next().unwrap_or("bad command line").trim();
-    let line = line.strip_prefix("error: ").unwrap_or(line);
-    format!("{line} (try 'force-bind agent -h')")
+    format!("{} (try 'force-bind agent -h')", clap_error(rendered))
+}
+
+/// What is wrong, from clap's message: its first line, without "error: ", and the
+/// line after it when it ends in ':' (the missing argument's name).
+fn clap_error(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match (first.ends_with(':'), lines.next()) {
+        (true, Some(what)) => format!("{first} {what}"),
+        _ => first.to_string(),
+    }
 }
 
 /// A rule error, carried as the whole message line in `reason`.

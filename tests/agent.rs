@@ -1124,3 +1124,24 @@ fn shipped_units_serve_containers() {
     assert_eq!(lab.on_port(denied), []);
     assert_eq!(lab.on_port(allowed), [tcp(v4("127.0.0.2", allowed))]);
 }
+
+/// Bad command lines: one line, exit 2, nothing started.
+#[test]
+fn agent_command_line_errors() {
+    for (args, needle) in [
+        (&["agent", "--bogus"][..], "--bogus"),
+        (&["agent", "-b", "300.0.0.1"][..], "300.0.0.1"),
+        (&["agent", "-m", ":80=fd=3"][..], "inherited"),
+        (&["agent", "--base", "/x"][..], "--profile"),
+        (&["agent", "--profile", "--metadata", "-b 'x"][..], "quote"),
+        (
+            &["agent", "--profile", "--base", "/nonexistent/seccomp.json"][..],
+            "/nonexistent",
+        ),
+    ] {
+        let out = run(force_bind_plain(args));
+        assert_eq!(out.code(), Some(2), "{args:?}: {out}");
+        assert!(out.stderr.contains(needle), "{args:?}: {out}");
+        assert_eq!(out.stderr.trim_end().lines().count(), 1, "{args:?}: {out}");
+    }
+}
