@@ -215,8 +215,8 @@ fn serve(options: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Distinct listenerMetadata texts the agent keeps a policy for; a container with
-/// yet another is refused (its binds denied), so memory stays bounded.
+/// Distinct listenerMetadata texts the agent keeps a parsed policy for; past that
+/// the cache starts afresh (running containers keep theirs), so memory stays bounded.
 const MAX_POLICIES: usize = 4096;
 /// Connections read at once; more are closed at once (their runtimes refuse the
 /// container), so a flood of silent connections cannot take every thread.
@@ -225,11 +225,9 @@ const MAX_HANDSHAKES: usize = 64;
 /// What the connection threads share.
 struct Shared {
     agent_rules: Vec<Rule>,
-    /// One policy per distinct listenerMetadata, kept for the agent's life: the
-    /// notify engine's supervisor borrows its policy for as long as it runs, and the
-    /// same few profiles serve every container, so this stays as small as the set of
-    /// metadata texts in use.
-    policies: Mutex<HashMap<String, &'static Policy>>,
+    /// The policy of each listenerMetadata text seen, parsed once: the same few
+    /// profiles serve every container. Each supervisor holds its own reference.
+    policies: Mutex<HashMap<String, Arc<Policy>>>,
     /// Connections accepted and not yet read.
     handshakes: AtomicUsize,
     /// ip_unprivileged_port_start of each container's network namespace, as read
@@ -354,28 +352,26 @@ impl Shared {
     }
 
     /// The policy of a container with this listenerMetadata.
-    fn policy_for(&self, metadata: &str) -> Result<&'static Policy, String> {
+    fn policy_for(&self, metadata: &str) -> Result<Arc<Policy>, String> {
         if let Some(policy) = self.lock().get(metadata) {
-            return Ok(policy);
+            return Ok(Arc::clone(policy));
         }
         // Parsed outside the lock: a host name in the metadata may take a DNS query.
         let rules = metadata::container_rules(&self.agent_rules, metadata)?;
         let mut policies = self.lock();
-        if policies.len() >= MAX_POLICIES && !policies.contains_key(metadata) {
-            return Err(format!(
-                "more than {MAX_POLICIES} different listenerMetadata texts in use"
-            ));
+        if policies.len() >= MAX_POLICIES {
+            policies.clear();
         }
         let policy = policies.entry(metadata.to_string()).or_insert_with(|| {
-            Box::leak(Box::new(Policy {
+            Arc::new(Policy {
                 rules,
                 ..Policy::default()
-            }))
+            })
         });
-        Ok(*policy)
+        Ok(Arc::clone(policy))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, &'static Policy>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Policy>>> {
         self.policies.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -407,10 +403,12 @@ fn unprivileged_port_start_of(pid: i32) -> Option<u16> {
 }
 
 /// The policy of a container whose rules could not be known: every bind denied.
-fn deny_everything() -> &'static Policy {
-    static DENY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
-    DENY.get_or_init(|| Policy {
-        rules: vec![crate::rule::deny_all()],
-        ..Policy::default()
-    })
+fn deny_everything() -> Arc<Policy> {
+    static DENY: std::sync::OnceLock<Arc<Policy>> = std::sync::OnceLock::new();
+    Arc::clone(DENY.get_or_init(|| {
+        Arc::new(Policy {
+            rules: vec![crate::rule::deny_all()],
+            ..Policy::default()
+        })
+    }))
 }

@@ -143,9 +143,13 @@ pub fn run(
         listener.raw(),
         handoff.sync_wake_up != 0
     );
-    Arc::new(Supervisor::new(policy, listener, killable_wait))
-        .start()
-        .context("cannot start the supervisor thread")?;
+    Arc::new(Supervisor::new(
+        Arc::new(policy.clone()),
+        listener,
+        killable_wait,
+    ))
+    .start()
+    .context("cannot start the supervisor thread")?;
     crate::exit::forward_signals_to(child.pid()).context("cannot install signal handlers")?;
     // Only close+execve remain in the child: this read ends at exec or its failure
     // (the child has exited then; dropping `child` reaps it).
@@ -162,7 +166,7 @@ pub fn run(
 /// namespace, when known (else ours). Whether the filter has WAIT_KILLABLE_RECV is
 /// not known, so a signal is taken to be able to restart a bind already done.
 pub fn supervise(
-    policy: &'static Policy,
+    policy: Arc<Policy>,
     fd: OwnedFd,
     container: Arc<str>,
     unprivileged_port_start: Option<u16>,

@@ -14,8 +14,10 @@ use crate::filter::{Call, Trapped};
 use crate::log::debug;
 use crate::policy::Policy;
 
-pub struct Supervisor<'p> {
-    pub policy: &'p Policy,
+pub struct Supervisor {
+    /// Shared, so that a policy lives as long as the last supervisor that uses it
+    /// (the agent's policies come and go with their containers).
+    pub policy: Arc<Policy>,
     pub listener: Listener,
     pub limits: crate::sidebind::Limits,
     pub pidfds: crate::target::Pidfds,
@@ -62,8 +64,8 @@ const MAX_THREADS: usize = 512;
 /// goes to another worker.
 const SLOW: Duration = Duration::from_millis(50);
 
-impl Supervisor<'static> {
-    pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
+impl Supervisor {
+    pub fn new(policy: Arc<Policy>, listener: Listener, killable_wait: bool) -> Self {
         let inherited_inodes = crate::target::inodes_of(&policy.inherited.fds());
         Supervisor {
             policy,
@@ -254,7 +256,7 @@ impl Supervisor<'static> {
     }
 }
 
-impl Supervisor<'_> {
+impl Supervisor {
     fn handle(&self, n: &Notification) -> Result<Response, Errno> {
         let Some(trapped) = Trapped::classify::<Native>(n.arch, n.nr as u32, n.args[0]) else {
             // The filter traps nothing else; refuse rather than guess.
