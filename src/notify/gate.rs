@@ -2,52 +2,44 @@
 // (the agent at SIGTERM) can let them finish first. Once closed, a call received
 // later is answered ENOSYS at once (what the kernel answers when the listener is
 // gone) instead of being started and cut off half done when the process exits.
+//
+// Two atomics, no lock, on every call's path: a call counts itself in, then looks
+// at the gate; closing shuts the gate, then waits for the count to fall to zero.
+// With sequentially consistent order one of the two always sees the other: a call
+// either sees the gate shut (and goes back out) or is counted before the closer
+// looks, and so is waited for.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-/// (closed, calls in flight)
-static STATE: Mutex<(bool, usize)> = Mutex::new((false, 0));
-static IDLE: Condvar = Condvar::new();
-
-fn lock() -> std::sync::MutexGuard<'static, (bool, usize)> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
-}
+static CLOSED: AtomicBool = AtomicBool::new(false);
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// A call starts; false once the gate is closed (the call must not be carried out).
 pub fn enter() -> bool {
-    let mut state = lock();
-    if state.0 {
+    IN_FLIGHT.fetch_add(1, SeqCst);
+    if CLOSED.load(SeqCst) {
+        IN_FLIGHT.fetch_sub(1, SeqCst);
         return false;
     }
-    state.1 += 1;
     true
 }
 
 /// A call that `enter` let in is answered.
 pub fn leave() {
-    let mut state = lock();
-    state.1 = state.1.saturating_sub(1);
-    if state.1 == 0 {
-        IDLE.notify_all();
-    }
+    IN_FLIGHT.fetch_sub(1, SeqCst);
 }
 
 /// Lets no more calls in and waits (at most `timeout`) for those in flight; false
 /// if some were still running then.
 pub fn close_and_wait(timeout: Duration) -> bool {
+    CLOSED.store(true, SeqCst);
     let deadline = Instant::now() + timeout;
-    let mut state = lock();
-    state.0 = true;
-    while state.1 > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+    while IN_FLIGHT.load(SeqCst) > 0 {
+        if Instant::now() >= deadline {
             return false;
         }
-        state = IDLE
-            .wait_timeout(state, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        std::thread::sleep(Duration::from_millis(5));
     }
     true
 }
