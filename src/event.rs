@@ -83,6 +83,8 @@ pub enum Outcome {
 pub struct Event {
     /// When force-bind saw the call.
     pub time: SystemTime,
+    /// The container the process belongs to (the agent's events).
+    pub container: Option<String>,
     pub pid: i32,
     pub comm: String,
     pub call: Call,
@@ -101,7 +103,11 @@ pub struct Event {
 impl Event {
     /// The -v line (without the "force-bind: " prefix).
     pub fn text(&self) -> String {
-        let mut s = format!("pid {} ({}): {}", self.pid, self.comm, self.call.name());
+        let mut s = String::new();
+        if let Some(id) = &self.container {
+            let _ = write!(s, "container {id}: ");
+        }
+        let _ = write!(s, "pid {} ({}): {}", self.pid, self.comm, self.call.name());
         if let Some(proto) = self.proto {
             let _ = write!(s, " {}", proto.name());
         }
@@ -172,6 +178,9 @@ impl Event {
         let mut j = Json::new();
         j.str("time", &rfc3339(self.time));
         j.str("event", self.call.name());
+        if let Some(id) = &self.container {
+            j.str("container", id);
+        }
         j.num("pid", self.pid as i64);
         j.str("comm", &self.comm);
         if let Some(fd) = self.fd {
@@ -223,6 +232,66 @@ impl Event {
                 if let Some(hint) = hint {
                     j.str("hint", hint);
                 }
+            }
+        }
+        j.finish()
+    }
+}
+
+/// What the agent made of one runtime connection: a container process supervised
+/// with its rules, or refused (then its binds are denied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub time: SystemTime,
+    /// The container's id; None when the runtime's message could not be read.
+    pub container: Option<String>,
+    /// The process, as the runtime names it (0: not said).
+    pub pid: i32,
+    /// The container's rules, as written, agent's first.
+    pub rules: Vec<String>,
+    pub outcome: Result<(), String>,
+}
+
+impl ContainerEvent {
+    pub fn text(&self) -> String {
+        let id = self.container.as_deref().unwrap_or("?");
+        let mut s = format!("container {id}");
+        if self.pid != 0 {
+            let _ = write!(s, " (pid {})", self.pid);
+        }
+        match &self.outcome {
+            Ok(()) if self.rules.is_empty() => s.push_str(": supervised, no rule (watching)"),
+            Ok(()) => {
+                let _ = write!(s, ": supervised with '{}'", self.rules.join(" "));
+            }
+            Err(e) => {
+                let _ = write!(s, ": refused: {e}; its binds are denied");
+            }
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let mut j = Json::new();
+        j.str("time", &rfc3339(self.time));
+        j.str("event", "container");
+        match &self.container {
+            Some(id) => j.str("container", id),
+            None => j.null("container"),
+        }
+        if self.pid != 0 {
+            j.num("pid", self.pid as i64);
+        }
+        j.str("rules", &self.rules.join(" "));
+        match &self.outcome {
+            Ok(()) => {
+                j.str("action", "supervised");
+                j.str("result", "ok");
+            }
+            Err(e) => {
+                j.str("action", "denied");
+                j.str("result", "error");
+                j.str("error", e);
             }
         }
         j.finish()
@@ -324,6 +393,7 @@ mod tests {
     fn event(action: Action, rule: Option<&str>, outcome: Outcome) -> Event {
         Event {
             time: UNIX_EPOCH + std::time::Duration::from_micros(1_764_581_400_123_456),
+            container: None,
             pid: 42,
             comm: "py\"thon".into(),
             call: Call::Bind,
@@ -438,6 +508,52 @@ mod tests {
         assert_eq!(
             e.text(),
             "pid 42 (py\"thon): listen tcp fd 3: ok, listening on 127.0.0.2:8080"
+        );
+    }
+
+    #[test]
+    fn container_events() {
+        let time = UNIX_EPOCH + std::time::Duration::from_micros(1_764_581_400_123_456);
+        let ok = ContainerEvent {
+            time,
+            container: Some("ctr1".into()),
+            pid: 7,
+            rules: vec!["-d".into(), "-b 127.0.0.2".into()],
+            outcome: Ok(()),
+        };
+        assert_eq!(
+            ok.text(),
+            "container ctr1 (pid 7): supervised with '-d -b 127.0.0.2'"
+        );
+        assert_eq!(
+            ok.json(),
+            r#"{"time":"2025-12-01T09:30:00.123456Z","event":"container","container":"ctr1","pid":7,"rules":"-d -b 127.0.0.2","action":"supervised","result":"ok"}"#
+        );
+        let bad = ContainerEvent {
+            container: None,
+            pid: 0,
+            rules: vec!["-d".into()],
+            outcome: Err("bad \"x\"".into()),
+            ..ok
+        };
+        assert_eq!(
+            bad.text(),
+            "container ?: refused: bad \"x\"; its binds are denied"
+        );
+        assert_eq!(
+            bad.json(),
+            r#"{"time":"2025-12-01T09:30:00.123456Z","event":"container","container":null,"rules":"-d","action":"denied","result":"error","error":"bad \"x\""}"#
+        );
+        let mut e = event(Action::Denied, Some("-d"), Outcome::Ok { bound: None });
+        e.container = Some("ctr1".into());
+        assert!(
+            e.text().starts_with("container ctr1: pid 42 "),
+            "{}",
+            e.text()
+        );
+        assert!(
+            e.json()
+                .contains(r#""event":"bind","container":"ctr1","pid":42"#)
         );
     }
 

@@ -11,6 +11,7 @@
 mod arch;
 
 mod activation;
+mod agent;
 mod as_target;
 mod bpf;
 mod cli;
@@ -45,7 +46,12 @@ const VERSION: &str = env!("FORCE_BIND_VERSION");
 /// on before this returns).
 pub fn run() -> u8 {
     runtime_setup();
-    let options = match cli::parse(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `force-bind agent ...` (a program named "agent" runs as `force-bind -- agent`).
+    if argv.get(1).is_some_and(|a| a == "agent") {
+        return agent::main(argv);
+    }
+    let options = match cli::parse(argv) {
         Ok(options) => options,
         Err(CliError::Help(text)) => {
             print!("{text}");

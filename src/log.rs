@@ -89,12 +89,48 @@ pub fn events_wanted() -> bool {
         || (WATCH.load(Ordering::Relaxed) && enabled(Level::Normal))
 }
 
+thread_local! {
+    /// The container this thread serves (the agent's supervisor threads), named in
+    /// its events.
+    static CONTAINER: std::cell::RefCell<Option<std::sync::Arc<str>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// From now on this thread's events name container `id`.
+pub fn set_container(id: Option<std::sync::Arc<str>>) {
+    CONTAINER.with(|c| *c.borrow_mut() = id);
+}
+
+fn container() -> Option<String> {
+    CONTAINER.with(|c| c.borrow().as_deref().map(str::to_string))
+}
+
+/// The agent's word on one container: a refusal is said at the default verbosity
+/// (one line), a supervised container with -v; both in --json.
+pub fn emit_container(event: &crate::event::ContainerEvent) {
+    let line = match (JSON.load(Ordering::Relaxed), SINK.get()) {
+        (true, _) => event.json(),
+        (false, _) if event.outcome.is_err() => {
+            warn!("{}", event.text());
+            return;
+        }
+        (false, _) if !enabled(Level::Verbose) => return,
+        (false, Some(_)) => format!(
+            "{} force-bind: {}",
+            crate::event::rfc3339(event.time),
+            event.text()
+        ),
+        (false, None) => format!("force-bind: {}", event.text()),
+    };
+    write_line(line);
+}
+
 /// Writes one event line, whole (one write, so lines from worker threads never mix).
 pub fn emit(event: &Event) {
     if !events_wanted() {
         return;
     }
-    let mut line = match (JSON.load(Ordering::Relaxed), SINK.get()) {
+    let line = match (JSON.load(Ordering::Relaxed), SINK.get()) {
         (true, _) => event.json(),
         // A log file is read later: each line says when.
         (false, Some(_)) => format!(
@@ -104,6 +140,12 @@ pub fn emit(event: &Event) {
         ),
         (false, None) => format!("force-bind: {}", event.text()),
     };
+    write_line(line);
+}
+
+/// One line to the --log file or stderr, in one write, so lines from worker threads
+/// never mix.
+fn write_line(mut line: String) {
     line.push('\n');
     match SINK.get() {
         Some(file) => {
@@ -204,6 +246,8 @@ impl Announcement {
         };
         emit(&Event {
             time: self.time,
+            // Emitted on the thread that judged the call.
+            container: container(),
             pid: self.pid.as_raw(),
             comm: crate::target::comm(self.pid),
             call: self.call,
@@ -306,6 +350,7 @@ pub fn emit_simple(
     }
     emit(&Event {
         time: std::time::SystemTime::now(),
+        container: container(),
         pid: pid.as_raw(),
         comm: crate::target::comm(pid),
         call,

@@ -36,6 +36,9 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 [\fIOPTIONS\fR] \fIPROGRAM\fR [\fIARGS\fR...]
 .br
 .B force-bind \-V
+.br
+.B force-bind agent
+[\fIOPTIONS\fR] [\fIRULES\fR...]
 "#;
 
 /// Appended to the DESCRIPTION section (clap's `about` is one sentence).
@@ -167,6 +170,25 @@ systemd\-socket\-activate \-l 8000 \-\-fdname=web \e
     force\-bind \-L \-m :8000=sd=web PROGRAM
 .EE
 .RE
+.SH CONTAINERS
+.B "force\-bind agent"
+is the seccomp listener of OCI runtimes (runc 1.1 and later, crun 0.19 and
+later; Docker and Podman through them): a container whose seccomp profile sends
+.BR bind ,
+.B listen
+and
+.B io_uring_setup
+to SCMP_ACT_NOTIFY with the agent's
+.B listenerPath
+(default /run/force\-bind/agent.sock) has its binds judged by the agent, with
+the rules given after
+.B agent
+followed by those of the profile's
+.BR listenerMetadata .
+.B "force\-bind agent \-\-profile [\-\-base FILE] [\-\-metadata RULES]"
+prints that profile;
+.B "force\-bind agent \-h"
+says more.
 .SH SECURITY
 If force\-bind dies, the program's trapped binds fail (notify engine) or the
 program is killed (ptrace engine).

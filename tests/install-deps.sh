@@ -12,6 +12,10 @@ set -eu
 packages="netcat-openbsd socat ncat systemd gcc gcc-multilib libc6-dev python3 iproute2
     util-linux man-db nginx-light memcached dnsmasq-base golang-go nodejs file
     linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross"
+# The agent's tests (tests/agent.rs): OCI runtimes, a static busybox for the
+# containers, podman's default seccomp profile for --profile --base, and jq for
+# the README's runc recipe.
+packages="$packages runc crun busybox-static golang-github-containers-common jq"
 # The aarch64 VM test's cross build (tests/vm/run.sh --arch arm64): clang and lld with
 # the arm64 glibc and gcc 12's (bookworm's) libgcc, as gcc-aarch64-linux-gnu would
 # remove gcc-multilib.

@@ -10,10 +10,10 @@ use super::supervisor::Supervisor;
 use crate::filter::Trapped;
 use crate::handler::{self, Answer, Context, Trap};
 
-impl Supervisor<'_> {
+impl Supervisor {
     pub fn on_call(&self, n: &Notification, trapped: Trapped) -> Result<Response, Errno> {
         let ctx = Context {
-            policy: self.policy,
+            policy: &self.policy,
             limits: self.limits,
             pidfds: &self.pidfds,
             inherited_inodes: &self.inherited_inodes,

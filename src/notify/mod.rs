@@ -7,6 +7,7 @@
 // trapped bind fails: nothing goes through unchecked.
 
 mod bind;
+pub mod gate;
 mod listener;
 mod supervisor;
 
@@ -175,7 +176,7 @@ pub fn run_with(
     // program that never makes one (most short commands) costs no thread. Until
     // then a bind waits in the kernel, as it would for a busy worker.
     if main_exit_or_first_call(&listener, child.pid()) != listener::First::NobodyLeft {
-        let mut supervisor = Supervisor::new(policy, listener, killable_wait);
+        let mut supervisor = Supervisor::new(Arc::new(policy.clone()), listener, killable_wait);
         supervisor.limits.binds_in_kernel = setup.binds_in_kernel;
         Arc::new(supervisor)
             .start()
@@ -195,6 +196,30 @@ fn main_exit_or_first_call(listener: &Listener, main: Pid) -> listener::First {
     // SAFETY: pidfd_open returned this fresh descriptor.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     listener.wait_first(pidfd.as_raw_fd())
+}
+
+/// Supervises the processes behind seccomp listener `fd`, which another program
+/// installed (an OCI runtime, for the agent), with `policy`, on threads of their own
+/// that end when the last of those processes is gone. Events name `container`;
+/// `unprivileged_port_start` is the ip_unprivileged_port_start of their network
+/// namespace, when known (else ours). Whether the filter has WAIT_KILLABLE_RECV is
+/// not known, so a signal is taken to be able to restart a bind already done.
+pub fn supervise(
+    policy: Arc<Policy>,
+    fd: OwnedFd,
+    container: Arc<str>,
+    unprivileged_port_start: Option<u16>,
+) -> anyhow::Result<()> {
+    let listener =
+        Listener::new(fd).map_err(|e| anyhow::anyhow!("SECCOMP_GET_NOTIF_SIZES: {e}"))?;
+    let mut supervisor = Supervisor::new(policy, listener, false);
+    supervisor.container = Some(container);
+    if let Some(start) = unprivileged_port_start {
+        supervisor.limits.unprivileged_port_start = start;
+    }
+    Arc::new(supervisor)
+        .start()
+        .context("cannot start the supervisor threads")
 }
 
 /// What the child tells us, written in the memory it shares with us before exec.

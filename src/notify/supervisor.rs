@@ -14,13 +14,17 @@ use crate::filter::{Call, Trapped};
 use crate::log::debug;
 use crate::policy::Policy;
 
-pub struct Supervisor<'p> {
-    pub policy: &'p Policy,
+pub struct Supervisor {
+    /// Shared, so that a policy lives as long as the last supervisor that uses it
+    /// (the agent's policies come and go with their containers).
+    pub policy: Arc<Policy>,
     pub listener: Listener,
     pub limits: crate::sidebind::Limits,
     pub pidfds: crate::target::Pidfds,
     /// Inodes of the inherited sockets, to recognise them in a target (-L).
     pub inherited_inodes: Vec<(RawFd, u64)>,
+    /// The container whose processes these are (the agent), named in events.
+    pub container: Option<Arc<str>>,
     pool: Mutex<Pool>,
     /// Idle workers wait here to be given the receiving turn.
     turn_free: Condvar,
@@ -60,8 +64,8 @@ const MAX_THREADS: usize = 512;
 /// goes to another worker.
 const SLOW: Duration = Duration::from_millis(50);
 
-impl Supervisor<'static> {
-    pub fn new(policy: &'static Policy, listener: Listener, killable_wait: bool) -> Self {
+impl Supervisor {
+    pub fn new(policy: Arc<Policy>, listener: Listener, killable_wait: bool) -> Self {
         let inherited_inodes = crate::target::inodes_of(&policy.inherited.fds());
         Supervisor {
             policy,
@@ -69,6 +73,7 @@ impl Supervisor<'static> {
             limits: crate::sidebind::Limits::read(!killable_wait),
             pidfds: crate::target::Pidfds::default(),
             inherited_inodes,
+            container: None,
             pool: Mutex::new(Pool {
                 turn_taken: false,
                 turn_released: Instant::now(),
@@ -114,6 +119,7 @@ impl Supervisor<'static> {
 
     fn work(self: Arc<Self>, slot: usize) {
         let busy = &self.busy_since[slot];
+        crate::log::set_container(self.container.clone());
         loop {
             if !self.take_turn() {
                 return;
@@ -129,6 +135,11 @@ impl Supervisor<'static> {
             if self.listener.pending() {
                 self.offer_turn();
             }
+            if !super::gate::enter() {
+                // The process stops supervising (the agent's SIGTERM).
+                let _ = self.listener.respond(n.id, Err(Errno::ENOSYS));
+                continue;
+            }
             busy.store(self.now_ns(), Ordering::Relaxed);
             // A bug here must not leave the target hung in bind(), nor let it through.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&n)))
@@ -143,6 +154,7 @@ impl Supervisor<'static> {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => debug!("NOTIF_SEND {:#x}: {e}", n.id),
             }
+            super::gate::leave();
         }
     }
 
@@ -244,7 +256,7 @@ impl Supervisor<'static> {
     }
 }
 
-impl Supervisor<'_> {
+impl Supervisor {
     fn handle(&self, n: &Notification) -> Result<Response, Errno> {
         let Some(trapped) = Trapped::classify::<Native>(n.arch, n.nr as u32, n.args[0]) else {
             // The filter traps nothing else; refuse rather than guess.
