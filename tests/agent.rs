@@ -58,14 +58,22 @@ impl Runtime {
         found
     }
 
-    /// `RUNTIME --root STATE ARGS...`; crun in a private mount namespace without
-    /// /sys/fs/cgroup/unified (see the top of this file).
+    /// `RUNTIME --root STATE ARGS...`, run as `wrap` says.
     fn command(self, path: &str, state: &Path, args: &[&str]) -> Command {
         let state = state.to_str().expect("utf-8 path");
+        let mut cmd = self.wrap(path, &["--root", state]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `PROGRAM ARGS...`, where this runtime (run by PROGRAM or by what it starts)
+    /// works: crun in a private mount namespace without /sys/fs/cgroup/unified (see
+    /// the top of this file).
+    fn wrap(self, program: &str, args: &[&str]) -> Command {
         match self {
             Runtime::Runc => {
-                let mut cmd = Command::new(path);
-                cmd.args(["--root", state]).args(args);
+                let mut cmd = Command::new(program);
+                cmd.args(args);
                 cmd
             }
             Runtime::Crun => {
@@ -78,9 +86,7 @@ impl Runtime {
                     "-c",
                     "if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi; exec \"$@\"",
                     "sh",
-                    path,
-                    "--root",
-                    state,
+                    program,
                 ])
                 .args(args);
                 cmd
@@ -1074,29 +1080,44 @@ fn readme_runc_recipe() {
     assert_eq!(lab.on_port(port), [tcp(want)]);
 }
 
-/// The README's podman recipe, run as written with these stand-ins: the test's agent
-/// socket and profile path, `-d --cidfile` (the test removes the container), the
-/// test's network namespace for `host` (its 0.0.0.0 binds stay off the host's) and a
-/// busybox `--rootfs` for IMAGE (no registry is reachable). Podman's own files (its
-/// storage, its run-time state, its network configuration) are in the test's
-/// directory, through CONTAINERS_CONF and CONTAINERS_STORAGE_CONF (see `podman_env`).
 #[test]
-fn readme_podman_recipe() {
+fn readme_podman_recipe_with_runc() {
+    readme_podman_recipe(Runtime::Runc);
+}
+
+#[test]
+fn readme_podman_recipe_with_crun() {
+    readme_podman_recipe(Runtime::Crun);
+}
+
+/// The README's podman recipe, podman running `runtime`, run as written with these
+/// stand-ins: the test's agent socket and profile path, `-d --cidfile` (the test
+/// removes the container), the test's network namespace for `host` (its 0.0.0.0
+/// binds stay off the host's) and a busybox `--rootfs` for IMAGE (no registry is
+/// reachable). Podman's own files (its storage, its run-time state, its network
+/// configuration) are in the test's directory, through CONTAINERS_CONF and
+/// CONTAINERS_STORAGE_CONF (see `podman_env`).
+fn readme_podman_recipe(runtime: Runtime) {
     let Some(podman) = find_program("podman") else {
         skip("podman not found (tests/install-deps.sh installs it)");
         return;
     };
-    let Some(mut lab) = Lab::new(Runtime::Runc, &[]) else {
+    let Some(mut lab) = Lab::new(runtime, &[]) else {
         return;
     };
     let port = free_port();
     let bundle = lab.bundle(Image::Busybox, &[], DEFAULT_CAPS, Value::Null);
-    let env = podman_env(&lab.dir);
+    let env = podman_env(&lab.dir, runtime);
     let cidfile = lab.dir.join("podman.cid");
+    // Its cgroups go under a parent named after the test, removed with it, instead of
+    // podman's shared `libpod_parent`.
+    let cgroup_parent = container_id();
     let _ctr = PodmanContainer {
+        runtime,
         podman: podman.clone(),
         env: env.clone(),
         cidfile: cidfile.clone(),
+        cgroup_parent: cgroup_parent.clone(),
         log: lab.log(),
     };
     let recipe = readme_block("agent-podman");
@@ -1112,7 +1133,10 @@ fn readme_podman_recipe() {
         "/etc/force-bind/web.json",
         profile_file.to_str().unwrap(),
     );
-    let run = format!("{podman} run -d --cidfile {}", cidfile.display());
+    let run = format!(
+        "{podman} run -d --cidfile {} --cgroup-parent /{cgroup_parent}",
+        cidfile.display()
+    );
     let script = replaced(&script, "podman run", &run);
     let netns = format!("--network ns:/proc/{}/ns/net", lab.netns.pid());
     let script = replaced(&script, "--network host", &netns);
@@ -1121,8 +1145,8 @@ fn readme_podman_recipe() {
         bundle.join("rootfs").display()
     );
     let script = replaced(&script, "IMAGE ...", &image);
-    let mut sh = Command::new("sh");
-    sh.args(["-e", "-c", &script]).envs(env);
+    let mut sh = runtime.wrap("sh", &["-e", "-c", &script]);
+    sh.envs(env);
     run_logged(sh, &lab.log()).expect("the recipe runs");
     let want = v4("127.0.0.2", port);
     lab.wait_listening(want);
@@ -1137,13 +1161,14 @@ fn readme_podman_recipe() {
     assert_eq!(event["bound"], want.to_string(), "{event}");
 }
 
-/// The environment that keeps podman's files in `dir` and fits it to the test
-/// machine: runc (crun 1.8 refuses the hybrid cgroup layout, see the top of this
-/// file); rlimits root may set without CAP_SYS_RESOURCE, which the test machine's
-/// root lacks (podman as root asks for nofile and nproc of 1048576 otherwise); no
-/// cgroup for conmon (it stays in ours, so podman leaves no `conmon` cgroup behind).
-fn podman_env(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+/// The environment that keeps podman's files in `dir`, has it run `runtime` and fits
+/// it to the test machine: rlimits root may set without CAP_SYS_RESOURCE, which the
+/// test machine's root lacks (podman as root asks for nofile and nproc of 1048576
+/// otherwise); no cgroup for conmon (it stays in ours, so podman leaves no `conmon`
+/// cgroup behind).
+fn podman_env(dir: &Path, runtime: Runtime) -> Vec<(&'static str, PathBuf)> {
     let d = dir.display();
+    let runtime = runtime.name();
     let containers = dir.join("containers.conf");
     fs::write(
         &containers,
@@ -1152,7 +1177,7 @@ fn podman_env(dir: &Path) -> Vec<(&'static str, PathBuf)> {
              default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
              cgroups = \"no-conmon\"\n\
              [engine]\n\
-             runtime = \"runc\"\n\
+             runtime = \"{runtime}\"\n\
              cgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\n\
              tmp_dir = \"{d}/podman-tmp\"\n\
@@ -1180,9 +1205,12 @@ fn podman_env(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 
 /// A podman container of the test's (its id in `cidfile`); removed when dropped.
 struct PodmanContainer {
+    runtime: Runtime,
     podman: String,
     env: Vec<(&'static str, PathBuf)>,
     cidfile: PathBuf,
+    /// Under /sys/fs/cgroup/CONTROLLER/.
+    cgroup_parent: String,
     log: PathBuf,
 }
 
@@ -1191,9 +1219,10 @@ impl Drop for PodmanContainer {
         let Ok(id) = fs::read_to_string(&self.cidfile) else {
             return;
         };
-        let mut rm = Command::new(&self.podman);
-        rm.args(["rm", "-f", "-t", "0", id.trim()])
-            .envs(self.env.iter().cloned());
+        let mut rm = self
+            .runtime
+            .wrap(&self.podman, &["rm", "-f", "-t", "0", id.trim()]);
+        rm.envs(self.env.iter().cloned());
         let _ = run_logged(rm, &self.log);
         // conmon, the container's monitor, daemonizes: it is reparented to this test
         // process (the harness makes it a subreaper) and ends with the container.
@@ -1208,6 +1237,23 @@ impl Drop for PodmanContainer {
             }
             conmons.is_empty()
         });
+        // The runtime removed the container's cgroup (`libpod-ID`) unless something
+        // was still in it; the parent is the test's.
+        let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for controller in controllers.flatten() {
+            let parent = controller.path().join(&self.cgroup_parent);
+            let Ok(children) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                wait_until(Duration::from_secs(2), || {
+                    fs::remove_dir(child.path()).is_ok()
+                });
+            }
+            wait_until(Duration::from_secs(2), || fs::remove_dir(&parent).is_ok());
+        }
     }
 }
 
