@@ -9,7 +9,7 @@
 //!
 //! crun 1.8 refuses a hybrid cgroup layout (cgroup v1 controllers with
 //! /sys/fs/cgroup/unified); it runs here in a private mount namespace with that
-//! mount taken away. A missing runtime, busybox-static, python3 or the podman
+//! mount taken away. A missing runtime, busybox-static, python3, podman or its
 //! profile is a skip (a failure under FORCE_BIND_REQUIRE=all; tests/install-deps.sh
 //! installs them).
 
@@ -58,14 +58,22 @@ impl Runtime {
         found
     }
 
-    /// `RUNTIME --root STATE ARGS...`; crun in a private mount namespace without
-    /// /sys/fs/cgroup/unified (see the top of this file).
+    /// `RUNTIME --root STATE ARGS...`, run as `wrap` says.
     fn command(self, path: &str, state: &Path, args: &[&str]) -> Command {
         let state = state.to_str().expect("utf-8 path");
+        let mut cmd = self.wrap(path, &["--root", state]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `PROGRAM ARGS...`, where this runtime (run by PROGRAM or by what it starts)
+    /// works: crun in a private mount namespace without /sys/fs/cgroup/unified (see
+    /// the top of this file).
+    fn wrap(self, program: &str, args: &[&str]) -> Command {
         match self {
             Runtime::Runc => {
-                let mut cmd = Command::new(path);
-                cmd.args(["--root", state]).args(args);
+                let mut cmd = Command::new(program);
+                cmd.args(args);
                 cmd
             }
             Runtime::Crun => {
@@ -78,9 +86,7 @@ impl Runtime {
                     "-c",
                     "if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi; exec \"$@\"",
                     "sh",
-                    path,
-                    "--root",
-                    state,
+                    program,
                 ])
                 .args(args);
                 cmd
@@ -1072,6 +1078,196 @@ fn readme_runc_recipe() {
     let want = v4("127.0.0.2", port);
     lab.wait_listening(want);
     assert_eq!(lab.on_port(port), [tcp(want)]);
+}
+
+#[test]
+fn readme_podman_recipe_with_runc() {
+    readme_podman_recipe(Runtime::Runc);
+}
+
+#[test]
+fn readme_podman_recipe_with_crun() {
+    readme_podman_recipe(Runtime::Crun);
+}
+
+/// The README's podman recipe, podman running `runtime`, run as written with these
+/// stand-ins: the test's agent socket and profile path, `-d --cidfile` (the test
+/// removes the container), the test's network namespace for `host` (its 0.0.0.0
+/// binds stay off the host's) and a busybox `--rootfs` for IMAGE (no registry is
+/// reachable). Podman's own files (its storage, its run-time state, its network
+/// configuration) are in the test's directory, through CONTAINERS_CONF and
+/// CONTAINERS_STORAGE_CONF (see `podman_env`).
+fn readme_podman_recipe(runtime: Runtime) {
+    let Some(podman) = find_program("podman") else {
+        skip("podman not found (tests/install-deps.sh installs it)");
+        return;
+    };
+    let Some(mut lab) = Lab::new(runtime, &[]) else {
+        return;
+    };
+    let port = free_port();
+    let bundle = lab.bundle(Image::Busybox, &[], DEFAULT_CAPS, Value::Null);
+    let env = podman_env(&lab.dir, runtime);
+    let cidfile = lab.dir.join("podman.cid");
+    // Its cgroups go under a parent named after the test, removed with it, instead of
+    // podman's shared `libpod_parent`.
+    let cgroup_parent = container_id();
+    let _ctr = PodmanContainer {
+        runtime,
+        podman: podman.clone(),
+        env: env.clone(),
+        cidfile: cidfile.clone(),
+        cgroup_parent: cgroup_parent.clone(),
+        log: lab.log(),
+    };
+    let recipe = readme_block("agent-podman");
+    let profile = format!(
+        "{} agent --profile --socket {}",
+        force_bind_bin(),
+        lab.socket.display()
+    );
+    let script = replaced(&recipe, "force-bind agent --profile", &profile);
+    let profile_file = lab.dir.join("web.json");
+    let script = replaced(
+        &script,
+        "/etc/force-bind/web.json",
+        profile_file.to_str().unwrap(),
+    );
+    let run = format!(
+        "{podman} run -d --cidfile {} --cgroup-parent /{cgroup_parent}",
+        cidfile.display()
+    );
+    let script = replaced(&script, "podman run", &run);
+    let netns = format!("--network ns:/proc/{}/ns/net", lab.netns.pid());
+    let script = replaced(&script, "--network host", &netns);
+    let image = format!(
+        "--rootfs {} /bin/busybox httpd -f -h / -p 0.0.0.0:{port}",
+        bundle.join("rootfs").display()
+    );
+    let script = replaced(&script, "IMAGE ...", &image);
+    let mut sh = runtime.wrap("sh", &["-e", "-c", &script]);
+    sh.envs(env);
+    run_logged(sh, &lab.log()).expect("the recipe runs");
+    let want = v4("127.0.0.2", port);
+    lab.wait_listening(want);
+    assert_eq!(lab.on_port(port), [tcp(want)]);
+    // busybox httpd answers 404 for a directory without an index: any status is a
+    // real HTTP answer from the container.
+    let status = lab.http_status(want);
+    assert!((200..500).contains(&status), "{status}");
+    let id = fs::read_to_string(&cidfile).expect("podman wrote the container id");
+    let event = lab.wait_event(&[("event", "bind"), ("container", id.trim())]);
+    assert_eq!(event["action"], "rewritten", "{event}");
+    assert_eq!(event["bound"], want.to_string(), "{event}");
+}
+
+/// The environment that keeps podman's files in `dir`, has it run `runtime` and fits
+/// it to the test machine: rlimits root may set without CAP_SYS_RESOURCE, which the
+/// test machine's root lacks (podman as root asks for nofile and nproc of 1048576
+/// otherwise); no cgroup for conmon (it stays in ours, so podman leaves no `conmon`
+/// cgroup behind).
+fn podman_env(dir: &Path, runtime: Runtime) -> Vec<(&'static str, PathBuf)> {
+    let d = dir.display();
+    let runtime = runtime.name();
+    let containers = dir.join("containers.conf");
+    fs::write(
+        &containers,
+        format!(
+            "[containers]\n\
+             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+             cgroups = \"no-conmon\"\n\
+             [engine]\n\
+             runtime = \"{runtime}\"\n\
+             cgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n\
+             tmp_dir = \"{d}/podman-tmp\"\n\
+             [network]\n\
+             network_config_dir = \"{d}/podman-net\"\n"
+        ),
+    )
+    .expect("write containers.conf");
+    let storage = dir.join("storage.conf");
+    fs::write(
+        &storage,
+        format!(
+            "[storage]\n\
+             driver = \"vfs\"\n\
+             graphroot = \"{d}/podman-storage\"\n\
+             runroot = \"{d}/podman-run\"\n"
+        ),
+    )
+    .expect("write storage.conf");
+    vec![
+        ("CONTAINERS_CONF", containers),
+        ("CONTAINERS_STORAGE_CONF", storage),
+    ]
+}
+
+/// A podman container of the test's (its id in `cidfile`); removed when dropped.
+struct PodmanContainer {
+    runtime: Runtime,
+    podman: String,
+    env: Vec<(&'static str, PathBuf)>,
+    cidfile: PathBuf,
+    /// Under /sys/fs/cgroup/CONTROLLER/.
+    cgroup_parent: String,
+    log: PathBuf,
+}
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        let Ok(id) = fs::read_to_string(&self.cidfile) else {
+            return;
+        };
+        let mut rm = self
+            .runtime
+            .wrap(&self.podman, &["rm", "-f", "-t", "0", id.trim()]);
+        rm.envs(self.env.iter().cloned());
+        let _ = run_logged(rm, &self.log);
+        // conmon, the container's monitor, daemonizes: it is reparented to this test
+        // process (the harness makes it a subreaper) and ends with the container.
+        wait_until(WAIT, || {
+            let conmons = conmon_children();
+            for &(pid, state) in &conmons {
+                if state == 'Z' {
+                    // SAFETY: waitpid(2) on one exited child of ours, without
+                    // blocking.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+                }
+            }
+            conmons.is_empty()
+        });
+        // The runtime removed the container's cgroup (`libpod-ID`) unless something
+        // was still in it; the parent is the test's.
+        let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for controller in controllers.flatten() {
+            let parent = controller.path().join(&self.cgroup_parent);
+            let Ok(children) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                wait_until(Duration::from_secs(2), || {
+                    fs::remove_dir(child.path()).is_ok()
+                });
+            }
+            wait_until(Duration::from_secs(2), || fs::remove_dir(&parent).is_ok());
+        }
+    }
+}
+
+/// This process's children named conmon: (PID, state).
+fn conmon_children() -> Vec<(i32, char)> {
+    let me = std::process::id() as i32;
+    proc_table()
+        .into_iter()
+        .filter(|e| e.ppid == me)
+        .filter(|e| {
+            fs::read_to_string(format!("/proc/{}/comm", e.pid)).is_ok_and(|c| c.trim() == "conmon")
+        })
+        .map(|e| (e.pid, e.state))
+        .collect()
 }
 
 /// The shipped units, as systemd would run them (systemd-socket-activate, the

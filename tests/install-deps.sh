@@ -13,9 +13,11 @@ packages="netcat-openbsd socat ncat systemd gcc gcc-multilib libc6-dev python3 i
     util-linux man-db nginx-light memcached dnsmasq-base golang-go nodejs file
     linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross"
 # The agent's tests (tests/agent.rs): OCI runtimes, a static busybox for the
-# containers, podman's default seccomp profile for --profile --base, and jq for
-# the README's runc recipe.
-packages="$packages runc crun busybox-static golang-github-containers-common jq"
+# containers, podman's default seccomp profile for --profile --base, jq for the
+# README's runc recipe, and podman for its recipe (without its recommends: the test
+# gives it a rootfs and a network namespace, so it needs no image tools, slirp4netns
+# or CNI; it starts no service).
+packages="$packages runc crun busybox-static golang-github-containers-common jq podman"
 # The aarch64 VM test's cross build (tests/vm/run.sh --arch arm64): clang and lld with
 # the arm64 glibc and gcc 12's (bookworm's) libgcc, as gcc-aarch64-linux-gnu would
 # remove gcc-multilib.
