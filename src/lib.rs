@@ -53,10 +53,7 @@ pub fn run() -> u8 {
     }
     let options = match cli::parse(argv) {
         Ok(options) => options,
-        Err(CliError::Help(text)) => {
-            print!("{text}");
-            return 0;
-        }
+        Err(CliError::Help(text)) => return print_out(&text),
         Err(CliError::Usage(message)) => {
             eprintln!("force-bind: {message}");
             return exit::USAGE as u8;
@@ -85,9 +82,10 @@ pub fn run() -> u8 {
     // Once, here: the engine choice and the engines only read these facts.
     let kernel = kernel::Kernel::probe();
     if options.version {
-        println!("force-bind {VERSION}");
-        println!("{}", engine::describe(kernel));
-        return 0;
+        return print_out(&format!(
+            "force-bind {VERSION}\n{}\n",
+            engine::describe(kernel)
+        ));
     }
     if let Some(nsecs) = &options.ignored_timeout {
         warn!("-t {nsecs} is ignored: force-bind no longer needs a timeout");
@@ -203,5 +201,21 @@ fn fail_spawn(e: &spawn::SpawnError) -> u8 {
     match e {
         spawn::SpawnError::NotFound(_) => exit::NOT_FOUND as u8,
         spawn::SpawnError::NotExecutable(..) => exit::NOT_EXECUTABLE as u8,
+    }
+}
+
+/// Writes `text` (help, -V, a profile) to standard output: 0, or 125 with one line
+/// when it cannot be written. A reader that went away (`force-bind -V | head -1`) is
+/// no error: nothing is left to say to it.
+pub(crate) fn print_out(text: &str) -> u8 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("force-bind: cannot write to stdout: {e}");
+            exit::INTERNAL as u8
+        }
     }
 }

@@ -133,3 +133,19 @@ engine_tests! {
         }
     }
 }
+
+/// `force-bind -V | head -1` and the like: a reader that has gone away is no error
+/// (exit 0, nothing on stderr, no panic), for -V, --help and the agent's output.
+#[test]
+fn output_to_a_closed_pipe_is_no_error() {
+    for args in [&["-V"][..], &["--help"], &["agent", "--profile"]] {
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        drop(read_end);
+        let mut cmd = force_bind_plain(args);
+        cmd.stdout(std::process::Stdio::from(write_end));
+        let out = cmd.output().expect("run force-bind");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

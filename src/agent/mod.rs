@@ -22,7 +22,6 @@ mod state;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,10 +42,7 @@ use crate::rule::Rule;
 pub fn main(argv: Vec<OsString>) -> u8 {
     let options = match cli::parse_agent(argv) {
         Ok(options) => options,
-        Err(CliError::Help(text)) => {
-            print!("{text}");
-            return 0;
-        }
+        Err(CliError::Help(text)) => return crate::print_out(&text),
         Err(CliError::Usage(message)) => {
             eprintln!("force-bind: {message}");
             return exit::USAGE as u8;
@@ -107,13 +103,7 @@ fn print_profile(options: &AgentOptions, request: &ProfileRequest) -> u8 {
         Ok(profile) => {
             let mut text = serde_json::to_string_pretty(&profile).unwrap_or_default();
             text.push('\n');
-            match std::io::stdout().lock().write_all(text.as_bytes()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("force-bind: cannot write to stdout: {e}");
-                    exit::INTERNAL as u8
-                }
-            }
+            crate::print_out(&text)
         }
         Err(e) => {
             let path = request.base.as_deref().unwrap_or("-".as_ref());
