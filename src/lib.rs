@@ -60,19 +60,8 @@ pub fn run() -> u8 {
         }
     };
     log::set_level(options.level);
-    let log_file = match &options.log_file {
-        None => None,
-        Some(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => Some(file),
-            Err(e) => {
-                eprintln!("force-bind: cannot open {}: {e}", path.display());
-                return exit::INTERNAL as u8;
-            }
-        },
+    let Ok(log_file) = log::open_log_file(options.log_file.as_deref()) else {
+        return exit::INTERNAL as u8;
     };
     // With no rule at all force-bind only watches: every bind and listen is shown.
     log::configure_events(options.json, options.rules.is_empty(), log_file);

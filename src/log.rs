@@ -115,12 +115,7 @@ pub fn emit_container(event: &crate::event::ContainerEvent) {
             return;
         }
         (false, _) if !enabled(Level::Verbose) => return,
-        (false, Some(_)) => format!(
-            "{} force-bind: {}",
-            crate::event::rfc3339(event.time),
-            event.text()
-        ),
-        (false, None) => format!("force-bind: {}", event.text()),
+        (false, to_file) => text_line(event.time, event.text(), to_file.is_some()),
     };
     write_line(line);
 }
@@ -132,15 +127,37 @@ pub fn emit(event: &Event) {
     }
     let line = match (JSON.load(Ordering::Relaxed), SINK.get()) {
         (true, _) => event.json(),
-        // A log file is read later: each line says when.
-        (false, Some(_)) => format!(
-            "{} force-bind: {}",
-            crate::event::rfc3339(event.time),
-            event.text()
-        ),
-        (false, None) => format!("force-bind: {}", event.text()),
+        (false, to_file) => text_line(event.time, event.text(), to_file.is_some()),
     };
     write_line(line);
+}
+
+/// An event's text line; in a log file, which is read later, each line says when.
+fn text_line(time: std::time::SystemTime, text: String, to_file: bool) -> String {
+    if to_file {
+        format!("{} force-bind: {text}", crate::event::rfc3339(time))
+    } else {
+        format!("force-bind: {text}")
+    }
+}
+
+/// The `--log FILE` to append events to, opened; Err (said in one line) when it
+/// cannot be.
+pub fn open_log_file(path: Option<&std::path::Path>) -> Result<Option<std::fs::File>, ()> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(e) => {
+            eprintln!("force-bind: cannot open {}: {e}", path.display());
+            Err(())
+        }
+    }
 }
 
 /// One line to the --log file or stderr, in one write, so lines from worker threads

@@ -52,19 +52,8 @@ pub fn main(argv: Vec<OsString>) -> u8 {
         return print_profile(&options, request);
     }
     log::set_level(options.level);
-    let log_file = match &options.log_file {
-        None => None,
-        Some(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => Some(file),
-            Err(e) => {
-                eprintln!("force-bind: cannot open {}: {e}", path.display());
-                return exit::INTERNAL as u8;
-            }
-        },
+    let Ok(log_file) = log::open_log_file(options.log_file.as_deref()) else {
+        return exit::INTERNAL as u8;
     };
     // Containers come with rules of their own: events are shown with -v or --json,
     // not because the agent has none.
