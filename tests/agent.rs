@@ -987,35 +987,6 @@ runtime_tests! {
 // The README's recipes and the shipped units, run as written
 // ---------------------------------------------------------------------------
 
-fn repo_file(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
-
-/// The fenced block that follows `<!-- recipe: NAME -->` in the README.
-fn readme_block(name: &str) -> String {
-    let readme = repo_file("README.md");
-    let marker = format!("<!-- recipe: {name} -->");
-    let after = readme
-        .split_once(&marker)
-        .unwrap_or_else(|| panic!("README.md has no {marker}"))
-        .1;
-    let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
-    assert!(
-        lines.next().unwrap_or_default().starts_with("```"),
-        "{marker}: no block"
-    );
-    let mut block = String::new();
-    for line in lines {
-        if line.starts_with("```") {
-            return block;
-        }
-        block.push_str(line);
-        block.push('\n');
-    }
-    panic!("{marker}: unterminated block");
-}
-
 /// `text` with `from` replaced by `to`, which must be there.
 fn replaced(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "{from:?} not in\n{text}");

@@ -14,40 +14,9 @@ use common::*;
 use std::fs;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
-
-fn repo_file(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
-
-/// The fenced block that follows `<!-- recipe: NAME -->` in the README.
-fn readme_block(name: &str) -> String {
-    let readme = repo_file("README.md");
-    let marker = format!("<!-- recipe: {name} -->");
-    let after = readme
-        .split_once(&marker)
-        .unwrap_or_else(|| panic!("README.md has no {marker}"))
-        .1;
-    let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
-    let fence = lines.next().unwrap_or_default();
-    assert!(
-        fence.starts_with("```"),
-        "{marker} is not followed by a block"
-    );
-    let mut block = String::new();
-    for line in lines.by_ref() {
-        if line.starts_with("```") {
-            return block;
-        }
-        block.push_str(line);
-        block.push('\n');
-    }
-    panic!("{marker}: unterminated block");
-}
 
 /// The value of `Key=` in a unit file (one line, as the recipes write it).
 fn unit_value(unit: &str, key: &str) -> String {

@@ -1307,3 +1307,38 @@ pub fn listen_backlog(addr: SocketAddr) -> Option<u32> {
         }
     })
 }
+
+// ---------------------------------------------------------------------------
+// The README's recipes (tests/recipes.rs, tests/agent.rs)
+// ---------------------------------------------------------------------------
+
+/// A file of this repository, read whole.
+pub fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The fenced block that follows `<!-- recipe: NAME -->` in the README.
+pub fn readme_block(name: &str) -> String {
+    let readme = repo_file("README.md");
+    let marker = format!("<!-- recipe: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .1;
+    let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
+    let fence = lines.next().unwrap_or_default();
+    assert!(
+        fence.starts_with("```"),
+        "{marker} is not followed by a block"
+    );
+    let mut block = String::new();
+    for line in lines.by_ref() {
+        if line.starts_with("```") {
+            return block;
+        }
+        block.push_str(line);
+        block.push('\n');
+    }
+    panic!("{marker}: unterminated block");
+}
