@@ -49,10 +49,58 @@ enum Config {
     /// `--engine bpf` (issue 13, root): with an IPv6 rule too, which the engine
     /// needs for the `[::]` binds an IPv4 rule alone would meet.
     Bpf,
+    /// The floors (issue 15, `benches/c/floor.c`): the least any supervisor of each
+    /// kind costs here. A tracer that answers each seccomp stop with PTRACE_CONT
+    /// (the bind is not rewritten).
+    FloorPtrace,
+    /// A notify supervisor answering each bind with SECCOMP_USER_NOTIF_FLAG_CONTINUE
+    /// (the kernel's round trip only; the bind is not rewritten).
+    FloorNotify,
+    /// The same plus what a race-free supervisor must do per bind: pidfd_getfd, the
+    /// sockaddr read, ID_VALID, bind on the copy (rewritten), close, SEND.
+    FloorNotifyFull,
+    /// Start-up only: a static C vfork, seccomp filter with a listener, exec, wait.
+    FloorStart,
 }
 
 const CONFIGS: [Config; 4] = [Config::Native, Config::Ptrace, Config::Notify, Config::Bpf];
 const ENGINES: [Config; 3] = [Config::Ptrace, Config::Notify, Config::Bpf];
+/// Every configuration, in the order the JSON lists them.
+const ALL: [Config; 8] = [
+    Config::Native,
+    Config::Ptrace,
+    Config::Notify,
+    Config::Bpf,
+    Config::FloorPtrace,
+    Config::FloorNotify,
+    Config::FloorNotifyFull,
+    Config::FloorStart,
+];
+/// Per figure, what runs side by side, alternating round by round.
+const BIND_CONFIGS: [Config; 7] = [
+    Config::Native,
+    Config::Ptrace,
+    Config::Notify,
+    Config::Bpf,
+    Config::FloorPtrace,
+    Config::FloorNotify,
+    Config::FloorNotifyFull,
+];
+const STARTUP_CONFIGS: [Config; 5] = [
+    Config::Native,
+    Config::Ptrace,
+    Config::Notify,
+    Config::Bpf,
+    Config::FloorStart,
+];
+const CONC_CONFIGS: [Config; 6] = [
+    Config::Native,
+    Config::Ptrace,
+    Config::Notify,
+    Config::Bpf,
+    Config::FloorNotify,
+    Config::FloorNotifyFull,
+];
 
 impl Config {
     fn name(self) -> &'static str {
@@ -61,6 +109,10 @@ impl Config {
             Config::Ptrace => "ptrace",
             Config::Notify => "notify",
             Config::Bpf => "bpf",
+            Config::FloorPtrace => "floor-ptrace",
+            Config::FloorNotify => "floor-notify",
+            Config::FloorNotifyFull => "floor-notify-full",
+            Config::FloorStart => "floor-start",
         }
     }
 
@@ -71,12 +123,15 @@ impl Config {
             Config::Ptrace => Some(&["-p", "-b", RULE]),
             Config::Notify => Some(&["--engine", "notify", "-b", RULE]),
             Config::Bpf => Some(&["--engine", "bpf", "-b", RULE, "-b", "[::1]"]),
+            _ => None,
         }
     }
 
     fn expected_addr(self) -> &'static str {
         match self {
-            Config::Native => NATIVE_ADDR,
+            Config::Native | Config::FloorPtrace | Config::FloorNotify | Config::FloorStart => {
+                NATIVE_ADDR
+            }
             _ => RULE_ADDR,
         }
     }
@@ -246,17 +301,31 @@ struct Bench {
     force_bind: PathBuf,
     target: PathBuf,
     dog: Watchdog,
+    /// benches/c/floor.c, built statically.
+    floor: PathBuf,
+    /// The notify floors' worker threads (1 for one bind at a time).
+    floor_workers: usize,
     /// Run everything (force-bind, its workers, the target) on this one CPU.
     pin: Option<usize>,
 }
 
 impl Bench {
     fn command(&self, config: Config, program: &Path, args: &[String]) -> Command {
-        let mut cmd = match config.force_bind_args() {
-            None => Command::new(program),
-            Some(fb) => {
+        let floor = |args: &[&str]| {
+            let mut cmd = Command::new(&self.floor);
+            cmd.args(args).arg(program);
+            cmd
+        };
+        let workers = self.floor_workers.to_string();
+        let mut cmd = match config {
+            Config::Native => Command::new(program),
+            Config::FloorPtrace => floor(&["ptrace", "block"]),
+            Config::FloorNotify => floor(&["notify", "continue", &workers]),
+            Config::FloorNotifyFull => floor(&["notify", "full", &workers]),
+            Config::FloorStart => floor(&["start"]),
+            Config::Ptrace | Config::Notify | Config::Bpf => {
                 let mut cmd = Command::new(&self.force_bind);
-                cmd.args(fb).arg(program);
+                cmd.args(config.force_bind_args().expect("an engine")).arg(program);
                 cmd
             }
         };
@@ -420,9 +489,9 @@ impl Figure {
 }
 
 /// The configurations in a different order each round.
-fn rotation(round: usize) -> [Config; 4] {
-    let mut order = CONFIGS;
-    order.rotate_left(round % CONFIGS.len());
+fn rotation<const N: usize>(configs: [Config; N], round: usize) -> [Config; N] {
+    let mut order = configs;
+    order.rotate_left(round % N);
     order
 }
 
@@ -438,11 +507,11 @@ struct Results {
 fn bind_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> {
     let mut fig = Figure::new("us/bind");
     let iters = s.bind_iters.to_string();
-    for config in CONFIGS {
+    for config in BIND_CONFIGS {
         b.target(config, &["bind", &(s.bind_iters / 10).max(1).to_string()])?;
     }
     for round in 0..rounds {
-        for config in rotation(round) {
+        for config in rotation(BIND_CONFIGS, round) {
             let f = b.target(config, &["bind", &iters])?;
             fig.push(config, field(&f, "ns")? / s.bind_iters as f64 / 1e3);
         }
@@ -454,7 +523,7 @@ fn getppid_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> 
     let mut fig = Figure::new("ns/call");
     let iters = s.getppid_iters.to_string();
     for round in 0..rounds {
-        for config in rotation(round) {
+        for config in rotation(CONFIGS, round) {
             let f = b.target(config, &["getppid", &iters])?;
             fig.push(config, field(&f, "ns")? / s.getppid_iters as f64);
         }
@@ -465,11 +534,11 @@ fn getppid_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> 
 fn startup_figure(b: &Bench, rounds: usize) -> Result<Figure, String> {
     let mut fig = Figure::new("ms");
     let program = Path::new("/bin/true");
-    for config in CONFIGS {
+    for config in STARTUP_CONFIGS {
         b.time_start(config, program)?;
     }
     for round in 0..rounds {
-        for config in rotation(round) {
+        for config in rotation(STARTUP_CONFIGS, round) {
             let t = b.time_start(config, program)?;
             fig.push(config, t.as_secs_f64() * 1e3);
         }
@@ -488,7 +557,7 @@ fn concurrency_figures(b: &Bench, s: Sizes, rounds: usize) -> Result<[Figure; 3]
         s.conc_per_thread.to_string(),
     ];
     for round in 0..rounds {
-        for config in rotation(round) {
+        for config in rotation(CONC_CONFIGS, round) {
             let f = b.target(config, &["conc", &args[0], &args[1], &args[2]])?;
             let binds = field(&f, "binds")?;
             let expected = (s.conc_procs * s.conc_threads * s.conc_per_thread) as f64;
@@ -909,7 +978,79 @@ fn table(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
             g.unit
         );
     }
+    let floors = floor_lines(r, m.static_build);
+    if !floors.is_empty() {
+        let _ = writeln!(out, "floors (the least any supervisor of the kind costs, same rounds):");
+        for line in floors {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
+}
+
+/// Each engine's figure next to its floor (what the least supervisor of its kind
+/// costs in the same rounds) and its goal, one line each: how much of a gap is the
+/// kernel's and how much is force-bind's.
+fn floor_lines(r: &Results, static_build: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    let added = |f: &Figure, c: Config| f.median(c) - f.median(Config::Native);
+    let ratio = |f: &Figure, c: Config| f.median(c) / f.median(Config::Native);
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    for (key, label) in [("bind", "bind"), ("bind_pinned", "bind, CPU 0")] {
+        let Some(f) = r.figures.get(key) else {
+            continue;
+        };
+        let (pt, pf) = (added(f, Config::Ptrace), added(f, Config::FloorPtrace));
+        lines.push(format!(
+            "ptrace {label:<12} +{} us; floor (tracer: RET_TRACE, PTRACE_CONT) +{} us; goal <= +20 us: {}",
+            fmt_value(pt),
+            fmt_value(pf),
+            verdict(pt <= 20.0)
+        ));
+        let nt = added(f, Config::Notify);
+        lines.push(format!(
+            "notify {label:<12} +{} us; floor CONTINUE +{} us, race-free +{} us; goal <= +10 us: {}",
+            fmt_value(nt),
+            fmt_value(added(f, Config::FloorNotify)),
+            fmt_value(added(f, Config::FloorNotifyFull)),
+            verdict(nt <= 10.0)
+        ));
+    }
+    if let (Some(rate), Some(p50)) = (r.figures.get("conc_rate"), r.figures.get("conc_p50")) {
+        let n = ratio(rate, Config::Notify);
+        lines.push(format!(
+            "notify 8x8 rate     {n:.2}x native; floor CONTINUE {:.2}x, race-free {:.2}x; goal >= 0.35x: {}",
+            ratio(rate, Config::FloorNotify),
+            ratio(rate, Config::FloorNotifyFull),
+            verdict(n >= 0.35)
+        ));
+        let m = p50.median(Config::Notify);
+        lines.push(format!(
+            "notify 8x8 p50      {} us; floor CONTINUE {} us, race-free {} us; goal <= 100 us: {}",
+            fmt_value(m),
+            fmt_value(p50.median(Config::FloorNotify)),
+            fmt_value(p50.median(Config::FloorNotifyFull)),
+            verdict(m <= 100.0)
+        ));
+    }
+    if let Some(f) = r.figures.get("startup") {
+        let limit = if static_build {
+            STARTUP_GOAL_STATIC_MS
+        } else {
+            STARTUP_GOAL_MS
+        };
+        for c in ENGINES {
+            let a = added(f, c);
+            lines.push(format!(
+                "{:<6} start-up     +{} ms; floor (static C vfork, seccomp listener, exec) +{} ms; goal <= +{limit} ms: {}",
+                c.name(),
+                fmt_value(a),
+                fmt_value(added(f, Config::FloorStart)),
+                verdict(a <= limit)
+            ));
+        }
+    }
+    lines
 }
 
 fn json_str(s: &str) -> String {
@@ -972,7 +1113,7 @@ fn json(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
             json_str(key),
             json_str(f.unit)
         );
-        for config in CONFIGS {
+        for config in ALL.into_iter().filter(|c| f.per.contains_key(c.name())) {
             let samples = f.per.get(config.name()).cloned().unwrap_or_default();
             let list: Vec<String> = samples.0.iter().map(|v| json_num(*v)).collect();
             let _ = write!(
@@ -1027,15 +1168,19 @@ fn json(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
 
 // ---------------------------------------------------------------------------
 
-/// Compiles benches/c/bench_target.c into cargo's scratch directory for benches.
-fn build_target() -> Result<PathBuf, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/bench_target.c");
+/// Compiles benches/c/NAME.c into cargo's scratch directory for benches: the target
+/// (dynamic, as most programs are) and the floors (static, as the start-up floor
+/// must be to be the least a wrapper costs: no loader).
+fn build_c(name: &str, flags: &[&str]) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/c/{name}.c"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("overhead");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // A private name, then a rename: a concurrent bench never runs a half-written file.
-    let tmp = dir.join(format!("bench_target.{}", std::process::id()));
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
     let out = Command::new("gcc")
-        .args(["-O2", "-Wall", "-pthread", "-o"])
+        .args(["-O2", "-Wall", "-pthread"])
+        .args(flags)
+        .arg("-o")
         .arg(&tmp)
         .arg(&src)
         .stdin(Stdio::null())
@@ -1048,7 +1193,7 @@ fn build_target() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let path = dir.join("bench_target");
+    let path = dir.join(name);
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
@@ -1080,7 +1225,9 @@ fn bench(opts: &Options) -> Result<String, String> {
             || PathBuf::from(env!("CARGO_BIN_EXE_force-bind")),
             PathBuf::from,
         ),
-        target: build_target()?,
+        target: build_c("bench_target", &[])?,
+        floor: build_c("floor", &["-static"])?,
+        floor_workers: 1,
         dog: Watchdog::start(),
         pin: None,
     };
@@ -1122,7 +1269,13 @@ fn bench(opts: &Options) -> Result<String, String> {
     }
     if wanted("concurrency") {
         progress("concurrency");
-        let [rate, p50, p99] = concurrency_figures(&b, s, rounds(s.conc_rounds))?;
+        // The floors with one worker per CPU: more only wake each other (all wait
+        // in NOTIF_RECV, and the kernel wakes them all for each notification).
+        let many = Bench {
+            floor_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ..b.clone()
+        };
+        let [rate, p50, p99] = concurrency_figures(&many, s, rounds(s.conc_rounds))?;
         r.figures.insert("conc_rate", rate);
         r.figures.insert("conc_p50", p50);
         r.figures.insert("conc_p99", p99);
