@@ -19,7 +19,9 @@
 //! Options (after `--`): --quick, --json, --rounds N (every figure's round count),
 //! --only FIGURE[,FIGURE...] (bind, getppid, startup, concurrency, memory). Run
 //! outside `cargo bench` (without cargo's `--bench` flag, e.g. by `cargo test
-//! --benches`), it does the quick mode. FORCE_BIND_BENCH_BIN=PATH measures that
+//! --benches`), it does the quick mode. FORCE_BIND_BENCH_BEFORE=PATH runs that build's
+//! ptrace and notify engines in the same rounds too (before/after in one run), and
+//! the floors (benches/c/floor.c) run beside every figure. FORCE_BIND_BENCH_BIN=PATH measures that
 //! force-bind binary instead of the one cargo built (to compare two builds).
 
 use std::collections::BTreeMap;
@@ -53,6 +55,9 @@ enum Config {
     /// kind costs here. A tracer that answers each seccomp stop with PTRACE_CONT
     /// (the bind is not rewritten).
     FloorPtrace,
+    /// The same tracer polling waitpid(WNOHANG) for 50 us before it blocks, as
+    /// force-bind's does (an idle vCPU is slow to wake).
+    FloorPtraceSpin,
     /// A notify supervisor answering each bind with SECCOMP_USER_NOTIF_FLAG_CONTINUE
     /// (the kernel's round trip only; the bind is not rewritten).
     FloorNotify,
@@ -61,28 +66,36 @@ enum Config {
     FloorNotifyFull,
     /// Start-up only: a static C vfork, seccomp filter with a listener, exec, wait.
     FloorStart,
+    /// The ptrace and notify engines of FORCE_BIND_BENCH_BEFORE=PATH, another build
+    /// measured in the same rounds (a before/after comparison in one run).
+    PtraceBefore,
+    NotifyBefore,
 }
 
 const CONFIGS: [Config; 4] = [Config::Native, Config::Ptrace, Config::Notify, Config::Bpf];
 const ENGINES: [Config; 3] = [Config::Ptrace, Config::Notify, Config::Bpf];
 /// Every configuration, in the order the JSON lists them.
-const ALL: [Config; 8] = [
+const ALL: [Config; 11] = [
     Config::Native,
     Config::Ptrace,
     Config::Notify,
     Config::Bpf,
     Config::FloorPtrace,
+    Config::FloorPtraceSpin,
     Config::FloorNotify,
     Config::FloorNotifyFull,
     Config::FloorStart,
+    Config::PtraceBefore,
+    Config::NotifyBefore,
 ];
 /// Per figure, what runs side by side, alternating round by round.
-const BIND_CONFIGS: [Config; 7] = [
+const BIND_CONFIGS: [Config; 8] = [
     Config::Native,
     Config::Ptrace,
     Config::Notify,
     Config::Bpf,
     Config::FloorPtrace,
+    Config::FloorPtraceSpin,
     Config::FloorNotify,
     Config::FloorNotifyFull,
 ];
@@ -110,9 +123,12 @@ impl Config {
             Config::Notify => "notify",
             Config::Bpf => "bpf",
             Config::FloorPtrace => "floor-ptrace",
+            Config::FloorPtraceSpin => "floor-ptrace-spin",
             Config::FloorNotify => "floor-notify",
             Config::FloorNotifyFull => "floor-notify-full",
             Config::FloorStart => "floor-start",
+            Config::PtraceBefore => "ptrace-before",
+            Config::NotifyBefore => "notify-before",
         }
     }
 
@@ -120,8 +136,8 @@ impl Config {
     fn force_bind_args(self) -> Option<&'static [&'static str]> {
         match self {
             Config::Native => None,
-            Config::Ptrace => Some(&["-p", "-b", RULE]),
-            Config::Notify => Some(&["--engine", "notify", "-b", RULE]),
+            Config::Ptrace | Config::PtraceBefore => Some(&["-p", "-b", RULE]),
+            Config::Notify | Config::NotifyBefore => Some(&["--engine", "notify", "-b", RULE]),
             Config::Bpf => Some(&["--engine", "bpf", "-b", RULE, "-b", "[::1]"]),
             _ => None,
         }
@@ -129,9 +145,11 @@ impl Config {
 
     fn expected_addr(self) -> &'static str {
         match self {
-            Config::Native | Config::FloorPtrace | Config::FloorNotify | Config::FloorStart => {
-                NATIVE_ADDR
-            }
+            Config::Native
+            | Config::FloorPtrace
+            | Config::FloorPtraceSpin
+            | Config::FloorNotify
+            | Config::FloorStart => NATIVE_ADDR,
             _ => RULE_ADDR,
         }
     }
@@ -305,6 +323,8 @@ struct Bench {
     floor: PathBuf,
     /// The notify floors' worker threads (1 for one bind at a time).
     floor_workers: usize,
+    /// FORCE_BIND_BENCH_BEFORE: a second build, run in the same rounds.
+    before: Option<PathBuf>,
     /// Run everything (force-bind, its workers, the target) on this one CPU.
     pin: Option<usize>,
 }
@@ -320,12 +340,21 @@ impl Bench {
         let mut cmd = match config {
             Config::Native => Command::new(program),
             Config::FloorPtrace => floor(&["ptrace", "block"]),
+            Config::FloorPtraceSpin => floor(&["ptrace", "spin"]),
             Config::FloorNotify => floor(&["notify", "continue", &workers]),
             Config::FloorNotifyFull => floor(&["notify", "full", &workers]),
             Config::FloorStart => floor(&["start"]),
             Config::Ptrace | Config::Notify | Config::Bpf => {
                 let mut cmd = Command::new(&self.force_bind);
-                cmd.args(config.force_bind_args().expect("an engine")).arg(program);
+                cmd.args(config.force_bind_args().expect("an engine"))
+                    .arg(program);
+                cmd
+            }
+            Config::PtraceBefore | Config::NotifyBefore => {
+                // Only in `configs` when there is a build to run.
+                let mut cmd = Command::new(self.before.as_deref().unwrap_or(&self.force_bind));
+                cmd.args(config.force_bind_args().expect("an engine"))
+                    .arg(program);
                 cmd
             }
         };
@@ -346,6 +375,15 @@ impl Bench {
             };
         }
         cmd
+    }
+
+    /// A figure's configurations, with the second build's engines when there is one.
+    fn configs(&self, figure: &[Config]) -> Vec<Config> {
+        let mut all = figure.to_vec();
+        if self.before.is_some() {
+            all.extend([Config::PtraceBefore, Config::NotifyBefore]);
+        }
+        all
     }
 
     fn finish(&self, mut child: Child) -> Result<ExitStatus, String> {
@@ -489,9 +527,9 @@ impl Figure {
 }
 
 /// The configurations in a different order each round.
-fn rotation<const N: usize>(configs: [Config; N], round: usize) -> [Config; N] {
-    let mut order = configs;
-    order.rotate_left(round % N);
+fn rotation(configs: &[Config], round: usize) -> Vec<Config> {
+    let mut order = configs.to_vec();
+    order.rotate_left(round % configs.len().max(1));
     order
 }
 
@@ -507,11 +545,12 @@ struct Results {
 fn bind_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> {
     let mut fig = Figure::new("us/bind");
     let iters = s.bind_iters.to_string();
-    for config in BIND_CONFIGS {
+    let configs = b.configs(&BIND_CONFIGS);
+    for &config in &configs {
         b.target(config, &["bind", &(s.bind_iters / 10).max(1).to_string()])?;
     }
     for round in 0..rounds {
-        for config in rotation(BIND_CONFIGS, round) {
+        for config in rotation(&configs, round) {
             let f = b.target(config, &["bind", &iters])?;
             fig.push(config, field(&f, "ns")? / s.bind_iters as f64 / 1e3);
         }
@@ -523,7 +562,7 @@ fn getppid_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> 
     let mut fig = Figure::new("ns/call");
     let iters = s.getppid_iters.to_string();
     for round in 0..rounds {
-        for config in rotation(CONFIGS, round) {
+        for config in rotation(&b.configs(&CONFIGS), round) {
             let f = b.target(config, &["getppid", &iters])?;
             fig.push(config, field(&f, "ns")? / s.getppid_iters as f64);
         }
@@ -534,11 +573,12 @@ fn getppid_figure(b: &Bench, s: Sizes, rounds: usize) -> Result<Figure, String> 
 fn startup_figure(b: &Bench, rounds: usize) -> Result<Figure, String> {
     let mut fig = Figure::new("ms");
     let program = Path::new("/bin/true");
-    for config in STARTUP_CONFIGS {
+    let configs = b.configs(&STARTUP_CONFIGS);
+    for &config in &configs {
         b.time_start(config, program)?;
     }
     for round in 0..rounds {
-        for config in rotation(STARTUP_CONFIGS, round) {
+        for config in rotation(&configs, round) {
             let t = b.time_start(config, program)?;
             fig.push(config, t.as_secs_f64() * 1e3);
         }
@@ -557,7 +597,7 @@ fn concurrency_figures(b: &Bench, s: Sizes, rounds: usize) -> Result<[Figure; 3]
         s.conc_per_thread.to_string(),
     ];
     for round in 0..rounds {
-        for config in rotation(CONC_CONFIGS, round) {
+        for config in rotation(&b.configs(&CONC_CONFIGS), round) {
             let f = b.target(config, &["conc", &args[0], &args[1], &args[2]])?;
             let binds = field(&f, "binds")?;
             let expected = (s.conc_procs * s.conc_threads * s.conc_per_thread) as f64;
@@ -980,7 +1020,10 @@ fn table(r: &Results, m: &Machine, mode: &str, s: Sizes) -> String {
     }
     let floors = floor_lines(r, m.static_build);
     if !floors.is_empty() {
-        let _ = writeln!(out, "floors (the least any supervisor of the kind costs, same rounds):");
+        let _ = writeln!(
+            out,
+            "floors (the least any supervisor of the kind costs, same rounds):"
+        );
         for line in floors {
             let _ = writeln!(out, "  {line}");
         }
@@ -996,21 +1039,32 @@ fn floor_lines(r: &Results, static_build: bool) -> Vec<String> {
     let added = |f: &Figure, c: Config| f.median(c) - f.median(Config::Native);
     let ratio = |f: &Figure, c: Config| f.median(c) / f.median(Config::Native);
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    // " (before +X)" when a second build ran in the same rounds.
+    let before = |f: &Figure, c: Config, unit: &str| {
+        if f.per.contains_key(c.name()) {
+            format!(" (before +{} {unit})", fmt_value(added(f, c)))
+        } else {
+            String::new()
+        }
+    };
     for (key, label) in [("bind", "bind"), ("bind_pinned", "bind, CPU 0")] {
         let Some(f) = r.figures.get(key) else {
             continue;
         };
-        let (pt, pf) = (added(f, Config::Ptrace), added(f, Config::FloorPtrace));
+        let pt = added(f, Config::Ptrace);
         lines.push(format!(
-            "ptrace {label:<12} +{} us; floor (tracer: RET_TRACE, PTRACE_CONT) +{} us; goal <= +20 us: {}",
+            "ptrace {label:<12} +{} us{}; floor (tracer: RET_TRACE, PTRACE_CONT) +{} us, polling +{} us; goal <= +20 us: {}",
             fmt_value(pt),
-            fmt_value(pf),
+            before(f, Config::PtraceBefore, "us"),
+            fmt_value(added(f, Config::FloorPtrace)),
+            fmt_value(added(f, Config::FloorPtraceSpin)),
             verdict(pt <= 20.0)
         ));
         let nt = added(f, Config::Notify);
         lines.push(format!(
-            "notify {label:<12} +{} us; floor CONTINUE +{} us, race-free +{} us; goal <= +10 us: {}",
+            "notify {label:<12} +{} us{}; floor CONTINUE +{} us, race-free +{} us; goal <= +10 us: {}",
             fmt_value(nt),
+            before(f, Config::NotifyBefore, "us"),
             fmt_value(added(f, Config::FloorNotify)),
             fmt_value(added(f, Config::FloorNotifyFull)),
             verdict(nt <= 10.0)
@@ -1019,15 +1073,17 @@ fn floor_lines(r: &Results, static_build: bool) -> Vec<String> {
     if let (Some(rate), Some(p50)) = (r.figures.get("conc_rate"), r.figures.get("conc_p50")) {
         let n = ratio(rate, Config::Notify);
         lines.push(format!(
-            "notify 8x8 rate     {n:.2}x native; floor CONTINUE {:.2}x, race-free {:.2}x; goal >= 0.35x: {}",
+            "notify 8x8 rate     {n:.2}x native (before {:.2}x); floor CONTINUE {:.2}x, race-free {:.2}x; goal >= 0.35x: {}",
+            ratio(rate, Config::NotifyBefore),
             ratio(rate, Config::FloorNotify),
             ratio(rate, Config::FloorNotifyFull),
             verdict(n >= 0.35)
         ));
         let m = p50.median(Config::Notify);
         lines.push(format!(
-            "notify 8x8 p50      {} us; floor CONTINUE {} us, race-free {} us; goal <= 100 us: {}",
+            "notify 8x8 p50      {} us (before {} us); floor CONTINUE {} us, race-free {} us; goal <= 100 us: {}",
             fmt_value(m),
+            fmt_value(p50.median(Config::NotifyBefore)),
             fmt_value(p50.median(Config::FloorNotify)),
             fmt_value(p50.median(Config::FloorNotifyFull)),
             verdict(m <= 100.0)
@@ -1042,9 +1098,14 @@ fn floor_lines(r: &Results, static_build: bool) -> Vec<String> {
         for c in ENGINES {
             let a = added(f, c);
             lines.push(format!(
-                "{:<6} start-up     +{} ms; floor (static C vfork, seccomp listener, exec) +{} ms; goal <= +{limit} ms: {}",
+                "{:<6} start-up     +{} ms{}; floor (static C vfork, seccomp listener, exec) +{} ms; goal <= +{limit} ms: {}",
                 c.name(),
                 fmt_value(a),
+                match c {
+                    Config::Ptrace => before(f, Config::PtraceBefore, "ms"),
+                    Config::Notify => before(f, Config::NotifyBefore, "ms"),
+                    _ => String::new(),
+                },
                 fmt_value(added(f, Config::FloorStart)),
                 verdict(a <= limit)
             ));
@@ -1228,6 +1289,7 @@ fn bench(opts: &Options) -> Result<String, String> {
         target: build_c("bench_target", &[])?,
         floor: build_c("floor", &["-static"])?,
         floor_workers: 1,
+        before: std::env::var_os("FORCE_BIND_BENCH_BEFORE").map(PathBuf::from),
         dog: Watchdog::start(),
         pin: None,
     };
