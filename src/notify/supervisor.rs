@@ -35,7 +35,8 @@ pub struct Supervisor {
     busy_since: Box<[AtomicU64]>,
     epoch: Instant,
     /// Workers at work on requests that are not stalled: one per CPU the process may
-    /// run on, at most MAX_WORKERS.
+    /// run on (available_parallelism: affinity and cgroup quota), MIN_WORKERS to
+    /// MAX_WORKERS.
     max_workers: usize,
 }
 
@@ -64,6 +65,10 @@ struct Pool {
 /// and a context switch per bind (issue 15, round 3: 8 processes x 8 threads on 2
 /// CPUs served 0.35x native with up to 64 workers, 0.41x with 2, in one run).
 const MAX_WORKERS: usize = 64;
+/// Even on one CPU, two: a worker that sleeps on the program's memory (a page read
+/// in from swap, say) leaves the CPU to the other, and waiting for the watchdog's
+/// SLOW instead would put milliseconds on every bind queued behind it.
+const MIN_WORKERS: usize = 2;
 /// Stalled or not, no more worker threads than this: past it, later binds wait
 /// (bounded memory, whatever the program does).
 const MAX_THREADS: usize = 512;
@@ -92,7 +97,7 @@ impl Supervisor {
             busy_since: (0..MAX_THREADS).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             max_workers: std::thread::available_parallelism()
-                .map_or(MAX_WORKERS, |n| n.get().min(MAX_WORKERS)),
+                .map_or(MAX_WORKERS, |n| n.get().clamp(MIN_WORKERS, MAX_WORKERS)),
         }
     }
 
