@@ -1,0 +1,717 @@
+// bpf/events.rs: bind events under the bpf engine (issue 13). The event programs
+// (event_programs.rs) write one record when a bind is asked for and one when it
+// succeeded into a BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8); a thread here
+// reads it and makes the same crate::event::Event the other engines make, through
+// the same log layer (-v, --json, --log, watch mode).
+//
+// What the kernel tells and what it does not:
+// - the decision and the rule are recomputed here with Policy::decide on the
+//   requested address (the differential test in bpf/tests.rs proves the kernel's
+//   program decides the same);
+// - the bound address (port 0 resolved) is the post-bind hook's, i.e. the kernel's;
+// - a bind whose post-bind record never comes failed, and its errno is not known:
+//   no hook runs when bind(2) fails (EPERM when the policy denied it, which is what
+//   the kernel returns for a program's 0);
+// - the descriptor is not known (the hooks see the socket, not the fd table), and
+//   the pid and command only where the kernel lets cgroup programs ask (Linux 6.1;
+//   on 5.10 the events have pid 0 and the command "?").
+//
+// Only loaded when someone will see events (crate::log::events_wanted), so an
+// engine run without -v/--json/--log/watch pays nothing.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+
+use super::event_programs::{self as ep, Family, Helpers, Hook, Maps, record};
+use super::insn::Insn;
+use super::loader::{self, AttachType, MapType, ProgType};
+use crate::event::{Action, Call, Event, Outcome};
+use crate::log::{debug, warn};
+use crate::policy::{BindRequest, Decision, Policy, Purpose, SocketKind};
+
+/// The ring buffer's data size: 256 KiB hold ~3,600 records, which the reader
+/// drains as they come; a program that binds faster than that loses events (said).
+const RING_SIZE: u32 = 256 * 1024;
+/// How long a bind's success record may lag its request record before the bind is
+/// taken to have failed: both hooks run inside one bind(2), microseconds apart,
+/// unless the thread is preempted between them.
+const FAILED_AFTER: Duration = Duration::from_millis(500);
+/// Binds in flight at once that the reader keeps; older ones are concluded early.
+const MAX_PENDING: usize = 4096;
+/// The ring buffer's record header bits (<linux/bpf.h>).
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const HEADER: usize = 8;
+
+/// What pairs a bind's two records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pairing {
+    Cookie,
+    Thread,
+}
+
+/// What this kernel lets the event programs do.
+#[derive(Debug, Clone, Copy)]
+struct Support {
+    request: Helpers,
+    bound: Helpers,
+    pairing: Pairing,
+}
+
+/// Whether this kernel gives bind events under the bpf engine (ring buffers, and a
+/// way to pair a bind's two records), probed once by loading small programs; needs
+/// what loading the engine needs (root). For `auto` and -V: false means the bpf
+/// engine would run with the warning that it reports no bind events.
+pub fn reports_events() -> bool {
+    support().is_ok()
+}
+
+fn support() -> Result<Support, String> {
+    static SUPPORT: OnceLock<Result<Support, String>> = OnceLock::new();
+    SUPPORT.get_or_init(probe).clone()
+}
+
+fn probe() -> Result<Support, String> {
+    loader::create_map(MapType::RingBuf, "fb_probe", 0, 0, page_size() as u32)
+        .map_err(|e| format!("no BPF ring buffer ({e}; Linux 5.8)"))?;
+    let helpers = |ty, at| {
+        let can = |helper| {
+            loader::load(ty, at, "fb_probe", &ep::helper_probe(helper)).is_ok()
+        };
+        Helpers {
+            pid_tgid: can(ep::HELPER_GET_CURRENT_PID_TGID),
+            comm: can(ep::HELPER_GET_CURRENT_COMM),
+            cookie: can(ep::HELPER_GET_SOCKET_COOKIE),
+        }
+    };
+    let request = helpers(ProgType::CgroupSockAddr, AttachType::Inet4Bind);
+    let bound = helpers(ProgType::CgroupSock, AttachType::Inet4PostBind);
+    debug!("bpf events: helpers at bind: {request:?}, at post-bind: {bound:?}");
+    let pairing = if request.cookie && bound.cookie {
+        Pairing::Cookie
+    } else if request.pid_tgid && bound.pid_tgid {
+        Pairing::Thread
+    } else {
+        return Err("the kernel lets the post-bind hook ask neither the socket cookie nor the thread (Linux 5.12), so a bind's outcome cannot be told".into());
+    };
+    Ok(Support {
+        request,
+        bound,
+        pairing,
+    })
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// The maps and programs, loaded; attached in two steps around the policy programs.
+pub struct Recorder {
+    support: Support,
+    ring: OwnedFd,
+    drops: OwnedFd,
+    before: Vec<(AttachType, OwnedFd)>,
+    after: Vec<(AttachType, OwnedFd)>,
+}
+
+impl Recorder {
+    /// The maps and the four programs, or why there are none (said once by the
+    /// caller, at the default verbosity).
+    pub fn load() -> Result<Recorder, String> {
+        let support = support()?;
+        let ring = loader::create_map(MapType::RingBuf, "forcebind_ev", 0, 0, RING_SIZE)
+            .map_err(|e| format!("cannot create the ring buffer: {e}"))?;
+        let drops = loader::create_map(MapType::Array, "forcebind_drop", 4, 8, 1)
+            .map_err(|e| format!("cannot create the drop counter: {e}"))?;
+        let maps = Maps {
+            ring: ring.as_raw_fd(),
+            drops: drops.as_raw_fd(),
+        };
+        let load = |hook, family, at: AttachType| -> Result<(AttachType, OwnedFd), String> {
+            let (ty, helpers) = match hook {
+                Hook::Request => (ProgType::CgroupSockAddr, support.request),
+                Hook::Bound => (ProgType::CgroupSock, support.bound),
+            };
+            let insns: Vec<Insn> = ep::program(hook, family, helpers, maps);
+            let name = format!("fbev_{}", at.name());
+            let fd = loader::load(ty, at, &name, &insns).map_err(|e| {
+                format!(
+                    "the kernel refused the {} event program: {}: {}",
+                    at.name(),
+                    e.errno,
+                    e.log
+                )
+            })?;
+            debug!(
+                "bpf events: {} program: {} instructions",
+                at.name(),
+                insns.len()
+            );
+            Ok((at, fd))
+        };
+        Ok(Recorder {
+            support,
+            before: vec![
+                load(Hook::Request, Family::V4, AttachType::Inet4Bind)?,
+                load(Hook::Request, Family::V6, AttachType::Inet6Bind)?,
+            ],
+            after: vec![
+                load(Hook::Bound, Family::V4, AttachType::Inet4PostBind)?,
+                load(Hook::Bound, Family::V6, AttachType::Inet6PostBind)?,
+            ],
+            ring,
+            drops,
+        })
+    }
+
+    /// Attaches the request programs: before the policy programs, so that they see
+    /// the address as asked (BPF_F_ALLOW_MULTI programs run in attach order).
+    pub fn attach_before(&self, cgroup: &OwnedFd) -> Result<(), String> {
+        attach_all(cgroup, &self.before)
+    }
+
+    /// Attaches the post-bind programs (after the policy programs, though their
+    /// hook runs after every bind program anyway).
+    pub fn attach_after(&self, cgroup: &OwnedFd) -> Result<(), String> {
+        attach_all(cgroup, &self.after)
+    }
+
+    /// Starts the thread that turns records into events, until `Reader::finish`.
+    pub fn start(self, policy: &'static Policy) -> Result<Reader, String> {
+        let ring = Ring::map(&self.ring)?;
+        // SAFETY: eventfd with constant flags; the result is checked.
+        let stop = Errno::result(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })
+            .map_err(|e| format!("eventfd: {e}"))?;
+        // SAFETY: a new descriptor that we now own.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let stop_fd = stop.as_raw_fd();
+        let mut state = State::new(policy, self.support.pairing, self.drops);
+        let ring_fd = self.ring;
+        let thread = std::thread::Builder::new()
+            .name("bpf-events".into())
+            .spawn(move || {
+                state.run(&ring, ring_fd.as_raw_fd(), stop_fd);
+                drop(ring_fd);
+            })
+            .map_err(|e| format!("cannot start the event reader: {e}"))?;
+        Ok(Reader {
+            stop,
+            thread: Some(thread),
+            _programs: (self.before, self.after),
+        })
+    }
+}
+
+fn attach_all(cgroup: &OwnedFd, programs: &[(AttachType, OwnedFd)]) -> Result<(), String> {
+    for (at, fd) in programs {
+        loader::attach(cgroup, fd, *at)
+            .map_err(|e| format!("cannot attach the {} event program: {e}", at.name()))?;
+    }
+    Ok(())
+}
+
+/// The running reader. `finish` (or dropping it) drains what is left and stops it.
+pub struct Reader {
+    stop: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _programs: (Vec<(AttachType, OwnedFd)>, Vec<(AttachType, OwnedFd)>),
+}
+
+impl Reader {
+    /// Call when the program has exited: every bind it made is in the ring buffer
+    /// by then; they are all emitted before this returns.
+    pub fn finish(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local to our eventfd.
+        let _ = unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), 8) };
+        let _ = thread.join();
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// The ring buffer mapped: the consumer page read-write, the producer page and the
+/// data (mapped twice in a row by the kernel, so a record that wraps is contiguous)
+/// read-only.
+struct Ring {
+    consumer: *mut u8,
+    producer: *const u8,
+    page: usize,
+    mask: u64,
+}
+
+// SAFETY: the mappings are owned by the one thread that reads them.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn map(fd: &OwnedFd) -> Result<Ring, String> {
+        let page = page_size();
+        // SAFETY: a fresh shared mapping of the ring buffer's consumer page, which
+        // the kernel allows read-write (ringbuf_map_mmap_kern, 5.8).
+        let consumer = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if consumer == libc::MAP_FAILED {
+            return Err(format!("cannot map the ring buffer: {}", Errno::last()));
+        }
+        // SAFETY: the producer page and the data twice, read-only, as the kernel
+        // lays them out after the consumer page.
+        let producer = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page + 2 * RING_SIZE as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                page as libc::off_t,
+            )
+        };
+        if producer == libc::MAP_FAILED {
+            let e = Errno::last();
+            // SAFETY: unmaps the page mapped above.
+            unsafe { libc::munmap(consumer, page) };
+            return Err(format!("cannot map the ring buffer: {e}"));
+        }
+        Ok(Ring {
+            consumer: consumer.cast(),
+            producer: producer.cast(),
+            page,
+            mask: RING_SIZE as u64 - 1,
+        })
+    }
+
+    fn consumer_pos(&self) -> &AtomicU64 {
+        // SAFETY: consumer_pos is the first u64 of the consumer page, page-aligned,
+        // mapped as long as self; the kernel reads it concurrently.
+        unsafe { &*(self.consumer as *const AtomicU64) }
+    }
+
+    fn producer_pos(&self) -> &AtomicU64 {
+        // SAFETY: producer_pos is the first u64 of the producer page; the kernel
+        // writes it concurrently.
+        unsafe { &*(self.producer as *const AtomicU64) }
+    }
+
+    /// Calls `each` on every committed record, in order, and gives their space
+    /// back; stops at one still being written. At most one buffer's worth.
+    fn drain(&self, mut each: impl FnMut(&[u8; record::SIZE])) {
+        let mut cons = self.consumer_pos().load(Ordering::Acquire);
+        let prod = self.producer_pos().load(Ordering::Acquire);
+        let data = self.page;
+        while cons < prod {
+            let at = data + (cons & self.mask) as usize;
+            // SAFETY: `at` is inside the data mapping (offset < RING_SIZE) and
+            // 8-aligned (records are); the header's first u32 is the length word,
+            // written by the kernel with release semantics when committed.
+            let word = unsafe { &*(self.producer.add(at) as *const AtomicU32) }
+                .load(Ordering::Acquire);
+            if word & BUSY != 0 {
+                break;
+            }
+            let len = (word & !(BUSY | DISCARD)) as usize;
+            if word & DISCARD == 0 && len == record::SIZE {
+                let mut rec = [0u8; record::SIZE];
+                // SAFETY: the record follows its header and, the data being mapped
+                // twice, is contiguous even when it wraps.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.producer.add(at + HEADER),
+                        rec.as_mut_ptr(),
+                        record::SIZE,
+                    )
+                };
+                each(&rec);
+            }
+            cons += (len + HEADER).next_multiple_of(8) as u64;
+            self.consumer_pos().store(cons, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: the two mappings made in `map`, not used after this.
+        unsafe {
+            libc::munmap(self.consumer.cast(), self.page);
+            libc::munmap(
+                self.producer as *mut libc::c_void,
+                self.page + 2 * RING_SIZE as usize,
+            );
+        }
+    }
+}
+
+/// One record, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: u32,
+    pub pid_tgid: u64,
+    pub cookie: u64,
+    pub sock: SocketKind,
+    pub addr: SocketAddr,
+    pub comm: Option<String>,
+}
+
+impl Record {
+    /// None for a record of another family (cannot happen at these hooks).
+    pub fn parse(r: &[u8; record::SIZE]) -> Option<Record> {
+        let u32_at = |o: usize| u32::from_ne_bytes(r[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_ne_bytes(r[o..o + 8].try_into().expect("8 bytes"));
+        let kind = u32_at(record::KIND);
+        let raw_port = u32_at(record::PORT);
+        let port = match kind {
+            // user_port: network order in the low 16 bits.
+            record::KIND_REQUEST => u16::from_be((raw_port & 0xffff) as u16),
+            // src_port: host order.
+            _ => raw_port as u16,
+        };
+        let ip = match u32_at(record::FAMILY) as i32 {
+            libc::AF_INET => {
+                let b: [u8; 4] = r[record::ADDR..record::ADDR + 4].try_into().ok()?;
+                IpAddr::V4(Ipv4Addr::from(b))
+            }
+            libc::AF_INET6 => {
+                let b: [u8; 16] = r[record::ADDR..record::ADDR + 16].try_into().ok()?;
+                IpAddr::V6(Ipv6Addr::from(b))
+            }
+            _ => return None,
+        };
+        let comm = &r[record::COMM..record::COMM + 16];
+        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(16);
+        Some(Record {
+            kind,
+            pid_tgid: u64_at(record::PID_TGID),
+            cookie: u64_at(record::COOKIE),
+            sock: SocketKind {
+                sock_type: u32_at(record::TYPE) as i32,
+                protocol: u32_at(record::PROTOCOL) as i32,
+            },
+            addr: SocketAddr::new(ip, port),
+            comm: (comm_len > 0).then(|| String::from_utf8_lossy(&comm[..comm_len]).into_owned()),
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        (self.pid_tgid >> 32) as i32
+    }
+}
+
+/// A bind asked for and let through, waiting for its post-bind record.
+struct Pending {
+    event: Event,
+    since: Instant,
+}
+
+struct State {
+    policy: &'static Policy,
+    pairing: Pairing,
+    drops: OwnedFd,
+    pending: HashMap<u64, Pending>,
+    dropped: u64,
+}
+
+impl State {
+    fn new(policy: &'static Policy, pairing: Pairing, drops: OwnedFd) -> Self {
+        State {
+            policy,
+            pairing,
+            drops,
+            pending: HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    fn key(&self, r: &Record) -> u64 {
+        match self.pairing {
+            Pairing::Cookie => r.cookie,
+            Pairing::Thread => r.pid_tgid,
+        }
+    }
+
+    /// Reads until `stop` is signalled, then drains what is left and concludes
+    /// every bind still waiting (the program has exited: they failed).
+    fn run(&mut self, ring: &Ring, ring_fd: i32, stop: i32) {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: ring_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: stop,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two pollfds in a local array. The timeout concludes binds
+            // whose post-bind record is overdue.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+            if rc < 0 && Errno::last() != Errno::EINTR {
+                warn!("bpf events: poll: {}; no more bind events", Errno::last());
+                return;
+            }
+            ring.drain(|r| self.record(r));
+            self.check_drops();
+            self.conclude_overdue(Instant::now());
+            if fds[1].revents & libc::POLLIN != 0 {
+                break;
+            }
+        }
+        ring.drain(|r| self.record(r));
+        self.check_drops();
+        let mut left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        left.sort_by_key(|p| p.since);
+        for p in left {
+            emit_failed(p.event);
+        }
+    }
+
+    fn record(&mut self, raw: &[u8; record::SIZE]) {
+        let Some(r) = Record::parse(raw) else {
+            return;
+        };
+        let key = self.key(&r);
+        match r.kind {
+            record::KIND_REQUEST => {
+                // The same socket (or thread) binds again: its last bind failed.
+                if let Some(p) = self.pending.remove(&key) {
+                    emit_failed(p.event);
+                }
+                let event = request_event(self.policy, &r);
+                if event.action == Action::Denied {
+                    crate::log::emit(&event);
+                    return;
+                }
+                if self.pending.len() >= MAX_PENDING
+                    && let Some(oldest) = self
+                        .pending
+                        .iter()
+                        .min_by_key(|(_, p)| p.since)
+                        .map(|(k, _)| *k)
+                    && let Some(p) = self.pending.remove(&oldest)
+                {
+                    emit_failed(p.event);
+                }
+                self.pending.insert(
+                    key,
+                    Pending {
+                        event,
+                        since: Instant::now(),
+                    },
+                );
+            }
+            record::KIND_BOUND => match self.pending.remove(&key) {
+                Some(p) => {
+                    let mut event = p.event;
+                    event.outcome = Outcome::Ok {
+                        bound: Some(r.addr),
+                    };
+                    crate::log::emit(&event);
+                }
+                // Its request record was lost (a full ring buffer, said once).
+                None => debug!("bpf events: a bind to {} with no request record", r.addr),
+            },
+            _ => {}
+        }
+    }
+
+    fn conclude_overdue(&mut self, now: Instant) {
+        let overdue: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= FAILED_AFTER)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in overdue {
+            if let Some(p) = self.pending.remove(&k) {
+                emit_failed(p.event);
+            }
+        }
+    }
+
+    fn check_drops(&mut self) {
+        let Ok(n) = loader::lookup_u64(&self.drops, 0) else {
+            return;
+        };
+        if n > 0 && self.dropped == 0 {
+            warn!(
+                "bpf events: the ring buffer was full and {n} bind event record(s) were lost: some binds are not reported, or reported as failed"
+            );
+        }
+        self.dropped = n;
+    }
+}
+
+/// The event for a request record, decided as the kernel's program decides it; the
+/// outcome is filled in when its post-bind record comes (or does not).
+pub fn request_event(policy: &Policy, r: &Record) -> Event {
+    let req = BindRequest {
+        addr: r.addr,
+        // The programs refuse policies where this matters (codegen.rs,
+        // DUAL_STACK_UNSEEN), so either value decides the same.
+        dual_stack: false,
+        kind: r.sock,
+        purpose: Purpose::Bind,
+    };
+    let verdict = policy.decide(&req);
+    let (action, outcome) = match &verdict.decision {
+        Decision::Allow => (Action::Allowed, Outcome::Ok { bound: None }),
+        Decision::Rewrite(to) => (Action::Rewritten(to[0]), Outcome::Ok { bound: None }),
+        // Replacements are refused by codegen.rs; a program's 0 is EPERM.
+        Decision::ReplaceWithFd(_) | Decision::Deny(_) => (
+            Action::Denied,
+            Outcome::Failed {
+                errno: Errno::EPERM,
+                holder: None,
+                hint: None,
+            },
+        ),
+    };
+    let pid = r.pid();
+    let comm = match (&r.comm, pid) {
+        (Some(c), _) => c.clone(),
+        (None, 0) => "?".into(),
+        (None, pid) => crate::target::comm(nix::unistd::Pid::from_raw(pid)),
+    };
+    Event {
+        time: SystemTime::now(),
+        container: None,
+        pid,
+        comm,
+        call: Call::Bind,
+        fd: None,
+        proto: Some(r.sock.proto()),
+        requested: Some(r.addr),
+        rule: verdict.rule.map(|rule| rule.text.clone()),
+        action,
+        note: crate::log::verdict_note(&verdict),
+        outcome,
+    }
+}
+
+/// What a failed bind's event says: the kernel ran no post-bind hook, and tells
+/// nobody the errno.
+pub const ERRNO_UNKNOWN: &str =
+    "the bpf engine sees that the bind failed, not its errno";
+
+fn emit_failed(mut event: Event) {
+    event.note = Some(crate::log::join_notes(event.note.take(), ERRNO_UNKNOWN));
+    event.outcome = Outcome::Failed {
+        errno: Errno::UnknownErrno,
+        holder: None,
+        hint: None,
+    };
+    crate::log::emit(&event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule;
+
+    fn raw(kind: u32, family: i32, addr: &[u8], port: u32) -> [u8; record::SIZE] {
+        let mut r = [0u8; record::SIZE];
+        r[record::KIND..record::KIND + 4].copy_from_slice(&kind.to_ne_bytes());
+        r[record::FAMILY..record::FAMILY + 4].copy_from_slice(&(family as u32).to_ne_bytes());
+        r[record::PID_TGID..record::PID_TGID + 8]
+            .copy_from_slice(&((1234u64 << 32) | 1235).to_ne_bytes());
+        r[record::TYPE..record::TYPE + 4]
+            .copy_from_slice(&(libc::SOCK_STREAM as u32).to_ne_bytes());
+        r[record::PROTOCOL..record::PROTOCOL + 4]
+            .copy_from_slice(&(libc::IPPROTO_TCP as u32).to_ne_bytes());
+        r[record::ADDR..record::ADDR + addr.len()].copy_from_slice(addr);
+        r[record::PORT..record::PORT + 4].copy_from_slice(&port.to_ne_bytes());
+        r[record::COMM..record::COMM + 4].copy_from_slice(b"srv\0");
+        r
+    }
+
+    #[test]
+    fn parses_records_of_both_hooks() {
+        // A request's user_port is in network order, a bound record's src_port not.
+        let req = Record::parse(&raw(
+            record::KIND_REQUEST,
+            libc::AF_INET,
+            &[0, 0, 0, 0],
+            u16::to_be(8080) as u32,
+        ))
+        .unwrap();
+        assert_eq!(req.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(req.pid(), 1234);
+        assert_eq!(req.comm.as_deref(), Some("srv"));
+        assert_eq!(req.sock.proto(), rule::Proto::Tcp);
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        let bound = Record::parse(&raw(record::KIND_BOUND, libc::AF_INET6, &v6, 41000)).unwrap();
+        assert_eq!(bound.addr, "[::1]:41000".parse().unwrap());
+        assert_eq!(
+            Record::parse(&raw(record::KIND_BOUND, libc::AF_UNIX, &[], 0)),
+            None
+        );
+    }
+
+    #[test]
+    fn request_events_decide_like_the_policy() {
+        let policy = Policy {
+            rules: vec![
+                rule::parse_match(":22=deny").unwrap(),
+                rule::parse_bind("127.0.0.2").unwrap(),
+            ],
+            ..Policy::default()
+        };
+        let r = |port: u16| {
+            Record::parse(&raw(
+                record::KIND_REQUEST,
+                libc::AF_INET,
+                &[0, 0, 0, 0],
+                u16::to_be(port) as u32,
+            ))
+            .unwrap()
+        };
+        let e = request_event(&policy, &r(22));
+        assert_eq!(e.action, Action::Denied);
+        assert_eq!(e.rule.as_deref(), Some(":22=deny"));
+        assert!(matches!(
+            e.outcome,
+            Outcome::Failed {
+                errno: Errno::EPERM,
+                ..
+            }
+        ));
+        let e = request_event(&policy, &r(80));
+        assert_eq!(
+            e.action,
+            Action::Rewritten("127.0.0.2:80".parse().unwrap())
+        );
+        assert_eq!(e.fd, None);
+        assert_eq!((e.pid, e.comm.as_str()), (1234, "srv"));
+    }
+}
