@@ -94,21 +94,21 @@ struct Layout {
 }
 
 const SOCK_ADDR: Layout = Layout {
-    family: 0,   // user_family
+    family: 0, // user_family
     sock_type: 32,
     protocol: 36,
-    ip4: 4,      // user_ip4
-    ip6: 8,      // user_ip6[4]
-    port: 24,    // user_port
+    ip4: 4,   // user_ip4
+    ip6: 8,   // user_ip6[4]
+    port: 24, // user_port
 };
 
 const SOCK: Layout = Layout {
     family: 4,
     sock_type: 8,
     protocol: 12,
-    ip4: 24,     // src_ip4 (readable at INET4_POST_BIND only)
-    ip6: 28,     // src_ip6[4] (INET6_POST_BIND only)
-    port: 44,    // src_port
+    ip4: 24,  // src_ip4 (readable at INET4_POST_BIND only)
+    ip6: 28,  // src_ip6[4] (INET6_POST_BIND only)
+    port: 44, // src_port
 };
 
 /// The maps the programs write to, by descriptor.

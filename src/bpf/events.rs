@@ -81,9 +81,7 @@ fn probe() -> Result<Support, String> {
     loader::create_map(MapType::RingBuf, "fb_probe", 0, 0, page_size() as u32)
         .map_err(|e| format!("no BPF ring buffer ({e}; Linux 5.8)"))?;
     let helpers = |ty, at| {
-        let can = |helper| {
-            loader::load(ty, at, "fb_probe", &ep::helper_probe(helper)).is_ok()
-        };
+        let can = |helper| loader::load(ty, at, "fb_probe", &ep::helper_probe(helper)).is_ok();
         Helpers {
             pid_tgid: can(ep::HELPER_GET_CURRENT_PID_TGID),
             comm: can(ep::HELPER_GET_CURRENT_COMM),
@@ -331,8 +329,8 @@ impl Ring {
             // SAFETY: `at` is inside the data mapping (offset < RING_SIZE) and
             // 8-aligned (records are); the header's first u32 is the length word,
             // written by the kernel with release semantics when committed.
-            let word = unsafe { &*(self.producer.add(at) as *const AtomicU32) }
-                .load(Ordering::Acquire);
+            let word =
+                unsafe { &*(self.producer.add(at) as *const AtomicU32) }.load(Ordering::Acquire);
             if word & BUSY != 0 {
                 break;
             }
@@ -435,6 +433,9 @@ struct State {
     pairing: Pairing,
     drops: OwnedFd,
     pending: HashMap<u64, Pending>,
+    /// With cookie pairing, the bind each thread is in (by pid_tgid): its next
+    /// request means the last one failed, said at once and in order.
+    by_thread: HashMap<u64, u64>,
     dropped: u64,
 }
 
@@ -445,6 +446,7 @@ impl State {
             pairing,
             drops,
             pending: HashMap::new(),
+            by_thread: HashMap::new(),
             dropped: 0,
         }
     }
@@ -506,6 +508,12 @@ impl State {
                 if let Some(p) = self.pending.remove(&key) {
                     emit_failed(p.event);
                 }
+                if r.pid_tgid != 0
+                    && let Some(last) = self.by_thread.remove(&r.pid_tgid)
+                    && let Some(p) = self.pending.remove(&last)
+                {
+                    emit_failed(p.event);
+                }
                 let event = request_event(self.policy, &r);
                 if event.action == Action::Denied {
                     crate::log::emit(&event);
@@ -521,6 +529,13 @@ impl State {
                 {
                     emit_failed(p.event);
                 }
+                if self.pairing == Pairing::Cookie && r.pid_tgid != 0 {
+                    if self.by_thread.len() >= MAX_PENDING {
+                        let pending = &self.pending;
+                        self.by_thread.retain(|_, k| pending.contains_key(k));
+                    }
+                    self.by_thread.insert(r.pid_tgid, key);
+                }
                 self.pending.insert(
                     key,
                     Pending {
@@ -531,6 +546,7 @@ impl State {
             }
             record::KIND_BOUND => match self.pending.remove(&key) {
                 Some(p) => {
+                    self.by_thread.remove(&r.pid_tgid);
                     let mut event = p.event;
                     event.outcome = Outcome::Ok {
                         bound: Some(r.addr),
@@ -543,7 +559,6 @@ impl State {
             _ => {}
         }
     }
-
     fn conclude_overdue(&mut self, now: Instant) {
         let overdue: Vec<u64> = self
             .pending
@@ -620,8 +635,7 @@ pub fn request_event(policy: &Policy, r: &Record) -> Event {
 
 /// What a failed bind's event says: the kernel ran no post-bind hook, and tells
 /// nobody the errno.
-pub const ERRNO_UNKNOWN: &str =
-    "the bpf engine sees that the bind failed, not its errno";
+pub const ERRNO_UNKNOWN: &str = "no post-bind hook ran; the kernel tells the bpf engine no errno";
 
 fn emit_failed(mut event: Event) {
     event.note = Some(crate::log::join_notes(event.note.take(), ERRNO_UNKNOWN));
@@ -681,9 +695,10 @@ mod tests {
     #[test]
     fn request_events_decide_like_the_policy() {
         let policy = Policy {
+            // The last rule that matches decides.
             rules: vec![
-                rule::parse_match(":22=deny").unwrap(),
                 rule::parse_bind("127.0.0.2").unwrap(),
+                rule::parse_match(":22=deny").unwrap(),
             ],
             ..Policy::default()
         };
@@ -698,7 +713,7 @@ mod tests {
         };
         let e = request_event(&policy, &r(22));
         assert_eq!(e.action, Action::Denied);
-        assert_eq!(e.rule.as_deref(), Some(":22=deny"));
+        assert_eq!(e.rule.as_deref(), Some("-m :22=deny"));
         assert!(matches!(
             e.outcome,
             Outcome::Failed {
@@ -707,10 +722,7 @@ mod tests {
             }
         ));
         let e = request_event(&policy, &r(80));
-        assert_eq!(
-            e.action,
-            Action::Rewritten("127.0.0.2:80".parse().unwrap())
-        );
+        assert_eq!(e.action, Action::Rewritten("127.0.0.2:80".parse().unwrap()));
         assert_eq!(e.fd, None);
         assert_eq!((e.pid, e.comm.as_str()), (1234, "srv"));
     }
