@@ -160,7 +160,10 @@ bpf_test! {
                         }
                     }
                     let l = out.join(" ");
-                    l.split_once(" (no post-bind").map(|(a, _)| a.to_string()).unwrap_or(l)
+                    match (l.split_once(" (no post-bind"), l.split_once("): failed")) {
+                        (Some((a, _)), Some((_, b))) => format!("{a}: failed{b}"),
+                        _ => l,
+                    }
                 })
                 .map(|l| l.split_once(": failed").map(|(a, _)| format!("{a}: failed")).unwrap_or(l))
                 .collect()
@@ -222,10 +225,14 @@ bpf_test! {
             .iter()
             .find(|&&d| comm(d).as_deref() == Some("python3"))
             .expect("the server runs");
-        let (listeners, status) = in_netns_of(pid, move || {
-            (tcp_listeners_on(p), http_get_retry(want, Duration::from_secs(5)))
-        })
-        .unwrap();
+        // The namespace's own table (/proc/net is the test's main thread's).
+        let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+        let listeners: Vec<SocketAddr> = parse_proc_net(&table)
+            .into_iter()
+            .filter(|s| s.state == TCP_LISTEN && s.addr.port() == p)
+            .map(|s| s.addr)
+            .collect();
+        let status = in_netns_of(pid, move || http_get_retry(want, Duration::from_secs(5))).unwrap();
         assert_eq!(listeners, vec![want], "{}", server.context());
         assert_eq!(status, Ok(200), "{}", server.context());
         let f = server.kill();
@@ -242,7 +249,7 @@ bpf_test! {
         };
         let p = free_port();
         let script = format!(
-            "{socat} -u TCP-LISTEN:{p},bind=0.0.0.0 - >/dev/null & {socat} -u UDP-RECV:{p},bind=0.0.0.0 - >/dev/null & sleep 1; cat /proc/net/tcp /proc/net/udp; kill %1 %2",
+            "{socat} -u TCP-LISTEN:{p},bind=0.0.0.0 - >/dev/null & a=$!; {socat} -u UDP-RECV:{p},bind=0.0.0.0 - >/dev/null & b=$!; sleep 1; cat /proc/net/tcp /proc/net/udp; kill $a $b",
             socat = found[0]
         );
         let f = run(in_netns(
@@ -275,11 +282,9 @@ bpf_test! {
                 "{}",
                 probe.context()
             );
-            let fb = *probe
-                .descendants()
-                .iter()
-                .find(|&&d| comm(d).as_deref() == Some("force-bind"))
-                .expect("force-bind runs");
+            // unshare and sh exec force-bind: it is the process started.
+            let fb = probe.pid();
+            assert_eq!(comm(fb).as_deref(), Some("force-bind"), "{}", probe.context());
             let rings = fs::read_dir(format!("/proc/{fb}/fdinfo"))
                 .unwrap()
                 .filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())

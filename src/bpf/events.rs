@@ -437,6 +437,7 @@ struct State {
     /// request means the last one failed, said at once and in order.
     by_thread: HashMap<u64, u64>,
     dropped: u64,
+    own_pid: i32,
 }
 
 impl State {
@@ -448,6 +449,7 @@ impl State {
             pending: HashMap::new(),
             by_thread: HashMap::new(),
             dropped: 0,
+            own_pid: std::process::id() as i32,
         }
     }
 
@@ -501,6 +503,13 @@ impl State {
         let Some(r) = Record::parse(raw) else {
             return;
         };
+        // A bind force-bind itself makes on the program's socket (the listen
+        // filter's implicit-bind check, target.rs) passes the hooks too: the hooks
+        // belong to the socket's cgroup, not the caller's. It is no bind of the
+        // program's; its listen event says what happened.
+        if r.pid() == self.own_pid {
+            return;
+        }
         let key = self.key(&r);
         match r.kind {
             record::KIND_REQUEST => {
