@@ -128,7 +128,7 @@ bpf_test! {
                         assert_eq!(n["errno"], "EADDRINUSE", "{notify}");
                     }
                 }
-                // pid 0 where the kernel does not let cgroup programs ask (before 6.1).
+                // pid 0 where a kernel does not let cgroup programs ask.
                 if e["pid"] != 0 {
                     assert!(pids.contains(&e["pid"].as_i64().unwrap()), "{bpf}");
                 }

@@ -16,10 +16,11 @@
 // A bind's two records are paired by the socket cookie (bpf_get_socket_cookie) when
 // both program types may call it, else by the thread (bpf_get_current_pid_tgid):
 // a thread is inside one bind at a time. Which helpers a program type may call
-// depends on the kernel (cgroup programs gained get_current_pid_tgid and
-// get_current_comm with cgroup_current_func_proto, Linux 6.1; CGROUP_SOCK gained
-// get_socket_cookie in 5.12): events.rs probes them and these programs use the ones
-// there are; a field a program cannot fill stays 0.
+// depends on the kernel and its configuration: events.rs probes
+// get_current_pid_tgid, get_current_comm and get_socket_cookie at both hooks by
+// loading a program that calls each (Debian's 5.10 kernel and 6.18 here
+// allow all three), and these programs use the ones there are; a field a program
+// cannot fill stays 0.
 //
 // Both write one fixed-size record with bpf_ringbuf_output (5.8) from the stack.
 // When the ring buffer is full the record is lost and the program adds 1 to the
@@ -289,7 +290,7 @@ mod tests {
         }
     }
 
-    /// 6.18's request program for IPv4: every helper.
+    /// The request program for IPv4 with every helper (5.10 and 6.18).
     #[test]
     fn request4_with_every_helper() {
         let all = Helpers {
@@ -325,7 +326,8 @@ mod tests {
         assert_eq!(program(Hook::Request, Family::V4, all, MAPS), want);
     }
 
-    /// 5.10's post-bind program for IPv6: no helper beyond the ring buffer's.
+    /// A post-bind program for IPv6 on a kernel that allowed no helper beyond the
+    /// ring buffer's: src_ip6 word by word.
     #[test]
     fn bound6_without_helpers() {
         let mut want = Vec::new();
@@ -356,8 +358,8 @@ mod tests {
         );
     }
 
-    /// A post-bind program with the thread but no cookie (5.10 with
-    /// get_current_pid_tgid, were it allowed there) reads src_ip4 and src_port.
+    /// A post-bind program with the thread but no cookie (paired by thread)
+    /// reads src_ip4 and src_port.
     #[test]
     fn bound4_with_pid_only() {
         let helpers = Helpers {

@@ -12,9 +12,10 @@
 // - a bind whose post-bind record never comes failed, and its errno is not known:
 //   no hook runs when bind(2) fails (EPERM when the policy denied it, which is what
 //   the kernel returns for a program's 0);
-// - the descriptor is not known (the hooks see the socket, not the fd table), and
-//   the pid and command only where the kernel lets cgroup programs ask (Linux 6.1;
-//   on 5.10 the events have pid 0 and the command "?").
+// - the descriptor is not known (the hooks see the socket, not the fd table); the
+//   pid and command are the kernel's (bpf_get_current_pid_tgid and _comm, allowed
+//   at both hooks on Debian's 5.10 and on 6.18; where a kernel refuses them the
+//   event has pid 0 and the command "?").
 //
 // Only loaded when someone will see events (crate::log::events_wanted), so an
 // engine run without -v/--json/--log/watch pays nothing.
@@ -96,7 +97,7 @@ fn probe() -> Result<Support, String> {
     } else if request.pid_tgid && bound.pid_tgid {
         Pairing::Thread
     } else {
-        return Err("the kernel lets the post-bind hook ask neither the socket cookie nor the thread (Linux 5.12), so a bind's outcome cannot be told".into());
+        return Err("the kernel lets the post-bind hook ask neither the socket cookie nor the thread, so a bind's outcome cannot be told".into());
     };
     Ok(Support {
         request,
@@ -110,6 +111,58 @@ fn page_size() -> usize {
     match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         n if n > 0 => n as usize,
         _ => 4096,
+    }
+}
+
+/// RLIMIT_MEMLOCK as force-bind found it, when it raised it for the ring buffer.
+static SAVED_MEMLOCK: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// The ring buffer. Before Linux 5.11 BPF maps are charged to RLIMIT_MEMLOCK
+/// (memcg accounting replaced that in 5.11), whose usual 64 KiB the 256 KiB ring
+/// exceeds (EPERM on Debian's 5.10): then force-bind, root, raises its own limit,
+/// and the program gets the old one back before it execs (restore_memlock).
+fn create_ring() -> Result<OwnedFd, String> {
+    let create = || loader::create_map(MapType::RingBuf, "forcebind_ev", 0, 0, RING_SIZE);
+    match create() {
+        Err(Errno::EPERM) => {
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: getrlimit and setrlimit on locals.
+            let raised = unsafe {
+                libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut old) == 0
+                    && libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0
+            };
+            if !raised {
+                return Err(format!(
+                    "cannot create the ring buffer: EPERM, and cannot raise RLIMIT_MEMLOCK: {}",
+                    Errno::last()
+                ));
+            }
+            let _ = SAVED_MEMLOCK.set(old);
+            debug!("bpf events: RLIMIT_MEMLOCK raised for the ring buffer (before 5.11)");
+            create().map_err(|e| format!("cannot create the ring buffer: {e}"))
+        }
+        r => r.map_err(|e| format!("cannot create the ring buffer: {e}")),
+    }
+}
+
+/// The RLIMIT_MEMLOCK the program must get back, if force-bind raised its own.
+pub fn memlock_to_restore() -> Option<libc::rlimit> {
+    SAVED_MEMLOCK.get().copied()
+}
+
+/// In the child, before exec: puts RLIMIT_MEMLOCK back. Async-signal-safe.
+pub fn restore_memlock(saved: Option<libc::rlimit>) -> Result<(), Errno> {
+    match saved {
+        // SAFETY: setrlimit on a local; a raw system call, fine in the child.
+        Some(r) => Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) }).map(drop),
+        None => Ok(()),
     }
 }
 
@@ -127,8 +180,7 @@ impl Recorder {
     /// caller, at the default verbosity).
     pub fn load() -> Result<Recorder, String> {
         let support = support()?;
-        let ring = loader::create_map(MapType::RingBuf, "forcebind_ev", 0, 0, RING_SIZE)
-            .map_err(|e| format!("cannot create the ring buffer: {e}"))?;
+        let ring = create_ring()?;
         let drops = loader::create_map(MapType::Array, "forcebind_drop", 4, 8, 1)
             .map_err(|e| format!("cannot create the drop counter: {e}"))?;
         let maps = Maps {

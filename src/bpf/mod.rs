@@ -224,7 +224,13 @@ pub fn run(
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .context("cannot read /proc/self/mountinfo")?;
     let confinement = confine::Confinement::new(&mountinfo);
-    let in_child = || confinement.apply();
+    // The program keeps its own RLIMIT_MEMLOCK if the ring buffer needed a higher
+    // one (bpf/events.rs, before 5.11).
+    let memlock = events::memlock_to_restore();
+    let in_child = || {
+        events::restore_memlock(memlock)?;
+        confinement.apply()
+    };
     let status = if judge_listen {
         let setup = crate::notify::Setup {
             traps: Traps {
