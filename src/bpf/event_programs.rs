@@ -207,16 +207,14 @@ pub fn program(hook: Hook, family: Family, helpers: Helpers, maps: Maps) -> Vec<
 /// learn whether this kernel lets the program type call it.
 pub fn helper_probe(helper: i32) -> Vec<Insn> {
     let mut a = Asm::new();
-    match helper {
-        HELPER_GET_CURRENT_COMM => {
-            a.store64_imm(R10, -16, 0);
-            a.store64_imm(R10, -8, 0);
-            a.mov64(R1, R10);
-            a.add64(R1, -16);
-            a.mov64_imm(R2, 16);
-        }
-        // get_socket_cookie takes the context, which R1 already is.
-        _ => {}
+    // get_socket_cookie takes the context, which R1 already is; the others but
+    // get_current_comm take nothing.
+    if helper == HELPER_GET_CURRENT_COMM {
+        a.store64_imm(R10, -16, 0);
+        a.store64_imm(R10, -8, 0);
+        a.mov64(R1, R10);
+        a.add64(R1, -16);
+        a.mov64_imm(R2, 16);
     }
     a.call(helper);
     a.ret(1);

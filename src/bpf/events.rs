@@ -257,7 +257,7 @@ impl Recorder {
         Ok(Reader {
             stop,
             thread: Some(thread),
-            _programs: (self.before, self.after),
+            _programs: [self.before, self.after],
         })
     }
 }
@@ -274,7 +274,7 @@ fn attach_all(cgroup: &OwnedFd, programs: &[(AttachType, OwnedFd)]) -> Result<()
 pub struct Reader {
     stop: OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
-    _programs: (Vec<(AttachType, OwnedFd)>, Vec<(AttachType, OwnedFd)>),
+    _programs: [Vec<(AttachType, OwnedFd)>; 2],
 }
 
 impl Reader {
