@@ -295,4 +295,35 @@ bpf_test! {
             assert_eq!(rings, want, "with {extra:?}\n{f}");
         }
     }
+
+    /// Watch mode (no rule): every bind is shown as the notify engine shows it,
+    /// without the descriptor.
+    fn watch_mode_shows_every_bind() {
+        let p = free_port().to_string();
+        let args = [bindprobe(), "--addr", "0.0.0.0", "--port", &p, "--listen"];
+        let lines = |engine| {
+            let f = run(in_netns(engine, &args));
+            f.assert_success();
+            let got: Vec<String> = f
+                .stderr_lines()
+                .iter()
+                .filter_map(|l| l.split_once("): ").map(|(_, rest)| rest.to_string()))
+                .filter(|l| l.starts_with("bind "))
+                .map(|l| match l.split_once(" fd ") {
+                    // "bind tcp fd N ADDR...": the bpf engine knows no descriptor.
+                    Some((a, b)) => format!("{a} {}", b.split_once(' ').map_or("", |x| x.1)),
+                    None => l,
+                })
+                .collect();
+            (got, f)
+        };
+        let (bpf, fb) = lines(Engine::Bpf);
+        let (notify, fn_) = lines(Engine::Notify);
+        assert_eq!(
+            bpf,
+            vec![format!("bind tcp 0.0.0.0:{p}: allowed (no rule matched): ok, bound 0.0.0.0:{p}")],
+            "{fb}"
+        );
+        assert_eq!(bpf, notify, "{fn_}");
+    }
 }
