@@ -732,6 +732,58 @@ mod tests {
         r
     }
 
+    /// The reader's walk over the ring: a committed record is read, a discarded one
+    /// skipped, one still being written (BUSY) stops it until committed; the
+    /// consumer position gives the space back. On anonymous memory laid out like
+    /// the kernel's mapping.
+    #[test]
+    fn drains_committed_records_in_order() {
+        let page = page_size();
+        let anon = |len| {
+            // SAFETY: a fresh private anonymous mapping; Ring's Drop unmaps it.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            p.cast::<u8>()
+        };
+        let ring = Ring {
+            consumer: anon(page),
+            producer: anon(page + 2 * RING_SIZE as usize),
+            page,
+            mask: RING_SIZE as u64 - 1,
+        };
+        let producer = ring.producer as *mut u8;
+        let put = |pos: usize, word: u32, tag: u8| {
+            // SAFETY: inside the data mapping made above.
+            unsafe {
+                producer.add(page + pos).cast::<u32>().write(word);
+                producer.add(page + pos + HEADER).write(tag);
+            }
+        };
+        let step = record::SIZE + HEADER;
+        put(0, record::SIZE as u32, 1);
+        put(step, record::SIZE as u32 | DISCARD, 2);
+        put(2 * step, record::SIZE as u32 | BUSY, 3);
+        ring.producer_pos()
+            .store(3 * step as u64, Ordering::Release);
+        let mut seen = Vec::new();
+        ring.drain(|r| seen.push(r[0]));
+        assert_eq!(seen, [1]);
+        assert_eq!(ring.consumer_pos().load(Ordering::Acquire), 2 * step as u64);
+        put(2 * step, record::SIZE as u32, 3);
+        ring.drain(|r| seen.push(r[0]));
+        assert_eq!(seen, [1, 3]);
+        assert_eq!(ring.consumer_pos().load(Ordering::Acquire), 3 * step as u64);
+    }
+
     #[test]
     fn parses_records_of_both_hooks() {
         // A request's user_port is in network order, a bound record's src_port not.
