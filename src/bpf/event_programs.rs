@@ -18,7 +18,7 @@
 // a thread is inside one bind at a time. Which helpers a program type may call
 // depends on the kernel and its configuration: events.rs probes
 // get_current_pid_tgid, get_current_comm and get_socket_cookie at both hooks by
-// loading a program that calls each (Debian's 5.10 kernel and 6.18 here
+// loading a program that calls each (Debian's 5.10 and 6.1 kernels and 6.18 here
 // allow all three), and these programs use the ones there are; a field a program
 // cannot fill stays 0.
 //

@@ -14,7 +14,7 @@
 //   the kernel returns for a program's 0);
 // - the descriptor is not known (the hooks see the socket, not the fd table); the
 //   pid and command are the kernel's (bpf_get_current_pid_tgid and _comm, allowed
-//   at both hooks on Debian's 5.10 and on 6.18; where a kernel refuses them the
+//   at both hooks on Debian's 5.10 and 6.1 and on 6.18; where a kernel refuses them the
 //   event has pid 0 and the command "?").
 //
 // Only loaded when someone will see events (crate::log::events_wanted), so an
