@@ -248,7 +248,8 @@ impl Recorder {
         // SAFETY: a new descriptor that we now own.
         let stop = unsafe { OwnedFd::from_raw_fd(stop) };
         let stop_fd = stop.as_raw_fd();
-        let mut state = State::new(policy, self.support.pairing, self.drops);
+        let sink: Sink = Box::new(|e| crate::log::emit(e));
+        let mut state = State::new(policy, self.support.pairing, Some(self.drops), sink);
         let ring_fd = self.ring;
         let thread = std::thread::Builder::new()
             .name("bpf-events".into())
@@ -483,10 +484,15 @@ struct Pending {
     since: Instant,
 }
 
+/// Where events go: crate::log::emit, or a test's list.
+type Sink = Box<dyn FnMut(&Event) + Send>;
+
 struct State {
     policy: &'static Policy,
     pairing: Pairing,
-    drops: OwnedFd,
+    /// The programs' drop counter (None in unit tests).
+    drops: Option<OwnedFd>,
+    sink: Sink,
     pending: HashMap<u64, Pending>,
     /// With cookie pairing, the bind each thread is in (by pid_tgid): its next
     /// request means the last one failed, said at once and in order.
@@ -496,11 +502,12 @@ struct State {
 }
 
 impl State {
-    fn new(policy: &'static Policy, pairing: Pairing, drops: OwnedFd) -> Self {
+    fn new(policy: &'static Policy, pairing: Pairing, drops: Option<OwnedFd>, sink: Sink) -> Self {
         State {
             policy,
             pairing,
             drops,
+            sink,
             pending: HashMap::new(),
             by_thread: HashMap::new(),
             dropped: 0,
@@ -550,7 +557,7 @@ impl State {
         let mut left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
         left.sort_by_key(|p| p.since);
         for p in left {
-            emit_failed(p.event);
+            self.emit_failed(p.event);
         }
     }
 
@@ -570,17 +577,17 @@ impl State {
             record::KIND_REQUEST => {
                 // The same socket (or thread) binds again: its last bind failed.
                 if let Some(p) = self.pending.remove(&key) {
-                    emit_failed(p.event);
+                    self.emit_failed(p.event);
                 }
                 if r.pid_tgid != 0
                     && let Some(last) = self.by_thread.remove(&r.pid_tgid)
                     && let Some(p) = self.pending.remove(&last)
                 {
-                    emit_failed(p.event);
+                    self.emit_failed(p.event);
                 }
                 let event = request_event(self.policy, &r);
                 if event.action == Action::Denied {
-                    crate::log::emit(&event);
+                    (self.sink)(&event);
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING
@@ -591,7 +598,7 @@ impl State {
                         .map(|(k, _)| *k)
                     && let Some(p) = self.pending.remove(&oldest)
                 {
-                    emit_failed(p.event);
+                    self.emit_failed(p.event);
                 }
                 if self.pairing == Pairing::Cookie && r.pid_tgid != 0 {
                     if self.by_thread.len() >= MAX_PENDING {
@@ -615,7 +622,7 @@ impl State {
                     event.outcome = Outcome::Ok {
                         bound: Some(r.addr),
                     };
-                    crate::log::emit(&event);
+                    (self.sink)(&event);
                 }
                 // Its request record was lost (a full ring buffer, said once).
                 None => debug!("bpf events: a bind to {} with no request record", r.addr),
@@ -632,13 +639,23 @@ impl State {
             .collect();
         for k in overdue {
             if let Some(p) = self.pending.remove(&k) {
-                emit_failed(p.event);
+                self.emit_failed(p.event);
             }
         }
     }
 
+    fn emit_failed(&mut self, mut event: Event) {
+        event.note = Some(crate::log::join_notes(event.note.take(), ERRNO_UNKNOWN));
+        event.outcome = Outcome::Failed {
+            errno: Errno::UnknownErrno,
+            holder: None,
+            hint: None,
+        };
+        (self.sink)(&event);
+    }
+
     fn check_drops(&mut self) {
-        let Ok(n) = loader::lookup_u64(&self.drops, 0) else {
+        let Some(Ok(n)) = self.drops.as_ref().map(|m| loader::lookup_u64(m, 0)) else {
             return;
         };
         if n > 0 && self.dropped == 0 {
@@ -700,16 +717,6 @@ pub fn request_event(policy: &Policy, r: &Record) -> Event {
 /// What a failed bind's event says: the kernel ran no post-bind hook, and tells
 /// nobody the errno.
 pub const ERRNO_UNKNOWN: &str = "no post-bind hook ran; the kernel tells the bpf engine no errno";
-
-fn emit_failed(mut event: Event) {
-    event.note = Some(crate::log::join_notes(event.note.take(), ERRNO_UNKNOWN));
-    event.outcome = Outcome::Failed {
-        errno: Errno::UnknownErrno,
-        holder: None,
-        hint: None,
-    };
-    crate::log::emit(&event);
-}
 
 #[cfg(test)]
 mod tests {
@@ -782,6 +789,116 @@ mod tests {
         ring.drain(|r| seen.push(r[0]));
         assert_eq!(seen, [1, 3]);
         assert_eq!(ring.consumer_pos().load(Ordering::Acquire), 3 * step as u64);
+    }
+
+    /// A State whose events land in the returned list.
+    fn state(pairing: Pairing) -> (State, std::sync::Arc<std::sync::Mutex<Vec<Event>>>) {
+        let policy: &'static Policy = Box::leak(Box::new(Policy {
+            rules: vec![
+                rule::parse_bind("127.0.0.2").unwrap(),
+                rule::parse_match(":22=deny").unwrap(),
+            ],
+            ..Policy::default()
+        }));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = got.clone();
+        let sink: Sink = Box::new(move |e| out.lock().unwrap().push(e.clone()));
+        (State::new(policy, pairing, None, sink), got)
+    }
+
+    /// A record of thread `tid` of process 1234 on socket `cookie`.
+    fn rec(kind: u32, ip: [u8; 4], port: u16, tid: u64, cookie: u64) -> [u8; record::SIZE] {
+        let port = match kind {
+            record::KIND_REQUEST => u16::to_be(port) as u32,
+            _ => port as u32,
+        };
+        let mut r = raw(kind, libc::AF_INET, &ip, port);
+        r[record::PID_TGID..record::PID_TGID + 8]
+            .copy_from_slice(&((1234u64 << 32) | tid).to_ne_bytes());
+        r[record::COOKIE..record::COOKIE + 8].copy_from_slice(&cookie.to_ne_bytes());
+        r
+    }
+
+    fn outcomes(got: &std::sync::Mutex<Vec<Event>>) -> Vec<(u16, Action, Outcome)> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e.requested.unwrap().port(),
+                    e.action.clone(),
+                    e.outcome.clone(),
+                )
+            })
+            .collect()
+    }
+
+    const ANY: [u8; 4] = [0, 0, 0, 0];
+    const TO: [u8; 4] = [127, 0, 0, 2];
+
+    fn unknown() -> Outcome {
+        Outcome::Failed {
+            errno: Errno::UnknownErrno,
+            holder: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn pairs_a_bind_by_its_socket_and_sees_failures_at_the_next_bind() {
+        let (mut st, got) = state(Pairing::Cookie);
+        let to = |port| Action::Rewritten(SocketAddr::new(Ipv4Addr::from(TO).into(), port));
+        let bound = |port| Outcome::Ok {
+            bound: Some(SocketAddr::new(Ipv4Addr::from(TO).into(), port)),
+        };
+        // Thread 1 binds socket 7 (ok), then socket 8 (no post-bind: failed, said
+        // at its next bind, on socket 9), while thread 2's bind of socket 10 is in
+        // between.
+        st.record(&rec(record::KIND_REQUEST, ANY, 80, 1, 7));
+        st.record(&rec(record::KIND_BOUND, TO, 80, 1, 7));
+        st.record(&rec(record::KIND_REQUEST, ANY, 80, 1, 8));
+        st.record(&rec(record::KIND_REQUEST, ANY, 81, 2, 10));
+        st.record(&rec(record::KIND_REQUEST, ANY, 82, 1, 9));
+        st.record(&rec(record::KIND_BOUND, TO, 82, 1, 9));
+        st.record(&rec(record::KIND_BOUND, TO, 81, 2, 10));
+        // A denied bind is said at once: no post-bind record will come.
+        st.record(&rec(record::KIND_REQUEST, ANY, 22, 1, 11));
+        let eperm = Outcome::Failed {
+            errno: Errno::EPERM,
+            holder: None,
+            hint: None,
+        };
+        assert_eq!(
+            outcomes(&got),
+            [
+                (80, to(80), bound(80)),
+                (80, to(80), unknown()),
+                (82, to(82), bound(82)),
+                (81, to(81), bound(81)),
+                (22, Action::Denied, eperm),
+            ]
+        );
+        assert!(st.pending.is_empty());
+        let notes: Vec<_> = got.lock().unwrap().iter().map(|e| e.note.clone()).collect();
+        assert_eq!(notes[1].as_deref(), Some(ERRNO_UNKNOWN));
+    }
+
+    #[test]
+    fn pairs_by_thread_without_cookies_and_concludes_overdue_binds() {
+        let (mut st, got) = state(Pairing::Thread);
+        st.record(&rec(record::KIND_REQUEST, ANY, 80, 1, 0));
+        st.conclude_overdue(Instant::now());
+        assert!(outcomes(&got).is_empty(), "not overdue yet");
+        st.conclude_overdue(Instant::now() + FAILED_AFTER);
+        assert_eq!(outcomes(&got).len(), 1);
+        assert_eq!(outcomes(&got)[0].2, unknown());
+        // force-bind's own binds on the program's sockets are not the program's.
+        let mut own = rec(record::KIND_REQUEST, ANY, 80, 1, 0);
+        let me = (std::process::id() as u64) << 32;
+        own[record::PID_TGID..record::PID_TGID + 8].copy_from_slice(&me.to_ne_bytes());
+        st.record(&own);
+        assert!(st.pending.is_empty());
+        assert_eq!(outcomes(&got).len(), 1);
     }
 
     #[test]
