@@ -248,7 +248,7 @@ impl Recorder {
         // SAFETY: a new descriptor that we now own.
         let stop = unsafe { OwnedFd::from_raw_fd(stop) };
         let stop_fd = stop.as_raw_fd();
-        let sink: Sink = Box::new(|e| crate::log::emit(e));
+        let sink: Sink = Box::new(crate::log::emit);
         let mut state = State::new(policy, self.support.pairing, Some(self.drops), sink);
         let ring_fd = self.ring;
         let thread = std::thread::Builder::new()
