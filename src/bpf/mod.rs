@@ -15,6 +15,10 @@
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
 //
+// Bind events (-v, --json, --log, watch mode) come from separate event programs
+// and a BPF ring buffer (event_programs.rs, events.rs), loaded only when someone
+// will see them; they always allow, so they cannot change a verdict.
+//
 // Fail closed: BPF_PROG_ATTACH (not a BPF link) ties the programs to the cgroup, so
 // a SIGKILLed force-bind leaves the program policed; the listen filter's listener
 // closes with force-bind and trapped listens then fail.
