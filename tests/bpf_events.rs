@@ -326,4 +326,23 @@ bpf_test! {
         );
         assert_eq!(bpf, notify, "{fn_}");
     }
+
+    /// io_uring's IORING_OP_BIND passes the same hooks, so it has its event too
+    /// (which no seccomp-based engine can give: they refuse io_uring, or let it
+    /// bind unseen with --allow-io-uring).
+    fn io_uring_binds_have_events() {
+        let p = free_port();
+        let ps = p.to_string();
+        let uring = example("uring_bind");
+        let rule = format!("127.0.0.1:{p}=127.0.0.5");
+        let f = run(force_bind(Engine::Bpf, &["--json", "-m", &rule, &uring, "127.0.0.1", &ps]));
+        assert!(f.stdout.contains("via io_uring"), "{f}");
+        assert_eq!(f.bound(), vec![v4("127.0.0.5", p)], "{f}");
+        let e = events(&f.stderr);
+        assert_eq!(e.len(), 1, "{f}");
+        assert_eq!(e[0]["comm"], "uring_bind", "{f}");
+        assert_eq!(e[0]["address"], format!("127.0.0.1:{p}"), "{f}");
+        assert_eq!(e[0]["action"], "rewritten", "{f}");
+        assert_eq!(e[0]["bound"], format!("127.0.0.5:{p}"), "{f}");
+    }
 }
