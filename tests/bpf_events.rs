@@ -225,13 +225,18 @@ bpf_test! {
             .iter()
             .find(|&&d| comm(d).as_deref() == Some("python3"))
             .expect("the server runs");
-        // The namespace's own table (/proc/net is the test's main thread's).
-        let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
-        let listeners: Vec<SocketAddr> = parse_proc_net(&table)
-            .into_iter()
-            .filter(|s| s.state == TCP_LISTEN && s.addr.port() == p)
-            .map(|s| s.addr)
-            .collect();
+        // The namespace's own table (/proc/net is the test's main thread's); the
+        // bind event comes before the server's listen().
+        let listeners = || -> Vec<SocketAddr> {
+            let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+            parse_proc_net(&table)
+                .into_iter()
+                .filter(|s| s.state == TCP_LISTEN && s.addr.port() == p)
+                .map(|s| s.addr)
+                .collect()
+        };
+        wait_until(Duration::from_secs(10), || !listeners().is_empty());
+        let listeners = listeners();
         let status = in_netns_of(pid, move || http_get_retry(want, Duration::from_secs(5))).unwrap();
         assert_eq!(listeners, vec![want], "{}", server.context());
         assert_eq!(status, Ok(200), "{}", server.context());
