@@ -254,7 +254,7 @@ bpf_test! {
         };
         let p = free_port();
         let script = format!(
-            "{socat} -u TCP-LISTEN:{p},bind=0.0.0.0 - >/dev/null & a=$!; {socat} -u UDP-RECV:{p},bind=0.0.0.0 - >/dev/null & b=$!; sleep 1; cat /proc/net/tcp /proc/net/udp; kill $a $b",
+            "{socat} -u TCP-LISTEN:{p},bind=0.0.0.0 - >/dev/null & a=$!; {socat} -u UDP-RECV:{p},bind=0.0.0.0 - >/dev/null & b=$!; i=0; while [ $i -lt 100 ] && [ \"$(cat /proc/net/tcp /proc/net/udp | grep -c :{p:04X})\" -lt 2 ]; do sleep 0.05; i=$((i+1)); done; cat /proc/net/tcp /proc/net/udp; kill $a $b",
             socat = found[0]
         );
         let f = run(in_netns(
