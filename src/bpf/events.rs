@@ -36,15 +36,17 @@ use crate::event::{Action, Call, Event, Outcome};
 use crate::log::{debug, warn};
 use crate::policy::{BindRequest, Decision, Policy, Purpose, SocketKind};
 
-/// The ring buffer's data size: 4 MiB hold ~58,000 records (80 bytes with the
+/// The ring buffer's data size: 4 MiB hold ~52,000 records (80 bytes with the
 /// header; two per bind), which the reader drains as they come. Measured here: a
 /// program binding in a tight loop (~15 µs a bind) outran a reader sharing 2 busy
 /// CPUs by ~4,000 binds in 20,000 with 256 KiB; a program that outruns 4 MiB loses
 /// events, and that is said.
 const RING_SIZE: u32 = 4 * 1024 * 1024;
 /// How long a bind's success record may lag its request record before the bind is
-/// taken to have failed: both hooks run inside one bind(2), microseconds apart,
-/// unless the thread is preempted between them.
+/// taken to have failed (when the thread has not bound again first): both hooks
+/// run inside one bind(2), microseconds apart. A bind held up longer than this
+/// between them (lock_sock waiting for the socket's owner) would be reported failed
+/// and its late success only said with -D: the price of saying failures at all.
 const FAILED_AFTER: Duration = Duration::from_millis(500);
 /// Binds in flight at once that the reader keeps; older ones are concluded early.
 const MAX_PENDING: usize = 4096;
