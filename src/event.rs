@@ -157,7 +157,13 @@ impl Event {
                 holder,
                 hint,
             } => {
-                let _ = write!(s, ": failed: {errno:?} ({})", errno.desc());
+                match errno {
+                    // The bpf engine's failed binds: the kernel tells no errno.
+                    Errno::UnknownErrno => s.push_str(": failed, errno unknown"),
+                    _ => {
+                        let _ = write!(s, ": failed: {errno:?} ({})", errno.desc());
+                    }
+                }
                 match holder {
                     Some(Holder::Process { pid, comm }) => {
                         let _ = write!(s, ", held by pid {pid} ({comm})");
@@ -219,8 +225,13 @@ impl Event {
                 hint,
             } => {
                 j.str("result", "error");
-                j.str("errno", &format!("{errno:?}"));
-                j.str("error", errno.desc());
+                match errno {
+                    Errno::UnknownErrno => j.str("errno", "unknown"),
+                    _ => {
+                        j.str("errno", &format!("{errno:?}"));
+                        j.str("error", errno.desc());
+                    }
+                }
                 match holder {
                     Some(Holder::Process { pid, comm }) => j.raw(
                         "holder",

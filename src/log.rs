@@ -218,13 +218,7 @@ impl Announcement {
             Decision::ReplaceWithFd(n) => (Action::Replaced(*n), None),
             Decision::Deny(_) => (Action::Denied, None),
         };
-        let mut note = skip_note(verdict);
-        if verdict.judge_listen {
-            note = Some(join_notes(
-                note,
-                "port 0: its listen() is judged on the port the kernel gives it",
-            ));
-        }
+        let note = verdict_note(verdict);
         Some(Announcement {
             time: std::time::SystemTime::now(),
             pid,
@@ -308,8 +302,21 @@ pub fn explain(
     }
 }
 
+/// What a bind's event says of its verdict beyond the action: a skipped rule, a
+/// listen() judged later. Also for the bpf engine's events (bpf/events.rs).
+pub fn verdict_note(verdict: &Verdict) -> Option<String> {
+    let note = skip_note(verdict);
+    if verdict.judge_listen {
+        return Some(join_notes(
+            note,
+            "port 0: its listen() is judged on the port the kernel gives it",
+        ));
+    }
+    note
+}
+
 /// Joins two details of one event.
-fn join_notes(note: Option<String>, text: &str) -> String {
+pub fn join_notes(note: Option<String>, text: &str) -> String {
     match note {
         Some(n) => format!("{n}; {text}"),
         None => text.to_string(),

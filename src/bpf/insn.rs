@@ -102,6 +102,33 @@ pub const R3: Reg = 3;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
+pub const R0: Reg = 0;
+pub const R4: Reg = 4;
+/// The read-only frame pointer: the stack is the 512 bytes below it.
+pub const R10: Reg = 10;
+
+// What the event programs (event_programs.rs) add: helper calls, 64-bit stores and
+// moves, a map descriptor as a 64-bit immediate, and an atomic add.
+const CLASS_LD: u8 = 0x00;
+const CLASS_ST: u8 = 0x02;
+const SIZE_DW: u8 = 0x18;
+const MODE_IMM: u8 = 0x00;
+const MODE_XADD: u8 = 0xc0;
+const OP_ADD: u8 = 0x00;
+const OP_CALL: u8 = 0x80;
+pub const STX_DW: u8 = CLASS_STX | MODE_MEM | SIZE_DW;
+pub const ST_W: u8 = CLASS_ST | MODE_MEM | SIZE_W;
+pub const ST_DW: u8 = CLASS_ST | MODE_MEM | SIZE_DW;
+pub const LD_IMM64: u8 = CLASS_LD | MODE_IMM | SIZE_DW;
+pub const XADD_DW: u8 = CLASS_STX | MODE_XADD | SIZE_DW;
+pub const MOV64_K: u8 = CLASS_ALU64 | OP_MOV | SRC_K;
+pub const ADD64_K: u8 = CLASS_ALU64 | OP_ADD | SRC_K;
+pub const CALL: u8 = CLASS_JMP | OP_CALL;
+/// BPF_JMP|BPF_JEQ|BPF_K: the 64-bit compare the verifier needs to see a
+/// map_lookup_elem result checked for NULL (it ignores JMP32 there, Linux 5.10).
+pub const JEQ64_K: u8 = CLASS_JMP | 0x10 | SRC_K;
+/// src_reg of LD_IMM64 when imm is a map descriptor: BPF_PSEUDO_MAP_FD.
+const PSEUDO_MAP_FD: u8 = 1;
 
 const fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
     Insn {
@@ -166,6 +193,45 @@ impl Asm {
     }
     pub fn goto(&mut self, label: &str) {
         self.insns.push((insn(JA, 0, 0, 0, 0), Some(label.into())));
+    }
+    /// *(u64 *)(dst + off) = src
+    pub fn store64(&mut self, dst: Reg, off: i16, src: Reg) {
+        self.push(insn(STX_DW, dst, src, off, 0));
+    }
+    /// *(u32 *)(dst + off) = imm
+    pub fn store_imm(&mut self, dst: Reg, off: i16, imm: u32) {
+        self.push(insn(ST_W, dst, 0, off, imm as i32));
+    }
+    /// *(u64 *)(dst + off) = imm (sign-extended)
+    pub fn store64_imm(&mut self, dst: Reg, off: i16, imm: i32) {
+        self.push(insn(ST_DW, dst, 0, off, imm));
+    }
+    /// dst = imm (sign-extended to 64 bits)
+    pub fn mov64_imm(&mut self, dst: Reg, imm: i32) {
+        self.push(insn(MOV64_K, dst, 0, 0, imm));
+    }
+    /// dst += imm (64 bits)
+    pub fn add64(&mut self, dst: Reg, imm: i32) {
+        self.push(insn(ADD64_K, dst, 0, 0, imm));
+    }
+    /// lock *(u64 *)(dst + off) += src
+    pub fn xadd64(&mut self, dst: Reg, off: i16, src: Reg) {
+        self.push(insn(XADD_DW, dst, src, off, 0));
+    }
+    /// dst = the map behind descriptor `fd` (two instruction slots; the kernel
+    /// replaces the descriptor with the map's address at load).
+    pub fn ld_map_fd(&mut self, dst: Reg, fd: i32) {
+        self.push(insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd));
+        self.push(insn(0, 0, 0, 0, 0));
+    }
+    /// R0 = helper(R1..R5); R1-R5 are clobbered.
+    pub fn call(&mut self, helper: i32) {
+        self.push(insn(CALL, 0, 0, 0, helper));
+    }
+    /// if reg == 0 goto label (a 64-bit compare: a NULL check).
+    pub fn jump_if_zero64(&mut self, reg: Reg, label: &str) {
+        self.insns
+            .push((insn(JEQ64_K, reg, 0, 0, 0), Some(label.into())));
     }
     /// Appends instructions already resolved (a self-contained section).
     pub fn extend(&mut self, insns: &[Insn]) {

@@ -9,6 +9,8 @@ use nix::errno::Errno;
 
 use super::insn::Insn;
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -26,6 +28,8 @@ pub enum AttachType {
     InetSockCreate = 2,
     Inet4Bind = 8,
     Inet6Bind = 9,
+    Inet4PostBind = 12,
+    Inet6PostBind = 13,
 }
 
 impl AttachType {
@@ -34,6 +38,8 @@ impl AttachType {
             AttachType::InetSockCreate => "sock_create",
             AttachType::Inet4Bind => "bind4",
             AttachType::Inet6Bind => "bind6",
+            AttachType::Inet4PostBind => "post_bind4",
+            AttachType::Inet6PostBind => "post_bind6",
         }
     }
 }
@@ -143,4 +149,73 @@ pub fn attach(cgroup: &OwnedFd, prog: &OwnedFd, attach: AttachType) -> Result<()
         attach_flags: BPF_F_ALLOW_MULTI,
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+}
+
+/// enum bpf_map_type: the ones force-bind creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapType {
+    Array = 2,
+    /// Linux 5.8.
+    RingBuf = 27,
+}
+
+/// The BPF_MAP_CREATE member, up to map_name (4.15).
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+/// The BPF_MAP_*_ELEM member.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Creates a map. A ring buffer has no key or value and `max_entries` bytes of data
+/// (a power of two, a multiple of the page size).
+pub fn create_map(
+    map_type: MapType,
+    name: &str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> Result<OwnedFd, Errno> {
+    let mut attr = MapCreateAttr {
+        map_type: map_type as u32,
+        key_size,
+        value_size,
+        max_entries,
+        ..Default::default()
+    };
+    let n = name.len().min(15);
+    attr.map_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: BPF_MAP_CREATE returns a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The u64 at u32 key `key` of an array map.
+pub fn lookup_u64(map: &OwnedFd, key: u32) -> Result<u64, Errno> {
+    let mut value = 0u64;
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &mut value as *mut u64 as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+    Ok(value)
 }

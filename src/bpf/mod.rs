@@ -15,6 +15,10 @@
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
 //
+// Bind events (-v, --json, --log, watch mode) come from separate event programs
+// and a BPF ring buffer (event_programs.rs, events.rs), loaded only when someone
+// will see them; they always allow, so they cannot change a verdict.
+//
 // Fail closed: BPF_PROG_ATTACH (not a BPF link) ties the programs to the cgroup, so
 // a SIGKILLed force-bind leaves the program policed; the listen filter's listener
 // closes with force-bind and trapped listens then fail.
@@ -22,6 +26,8 @@
 mod cgroup;
 mod codegen;
 mod confine;
+mod event_programs;
+mod events;
 mod insn;
 #[cfg(test)]
 mod interp;
@@ -90,11 +96,21 @@ fn ephemeral_ports() -> PortRange {
 struct Attached {
     cgroup: Cgroup,
     _programs: Vec<OwnedFd>,
+    /// The event programs, when events are wanted and the kernel gives them; else
+    /// why not.
+    events: Result<events::Recorder, String>,
 }
 
 fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
     let parent = cgroup::own_directory().map_err(|e| Error::Unavailable(format!("{e:#}")))?;
     let cgroup = Cgroup::create(&parent).map_err(|e| Error::Unavailable(format!("{e:#}")))?;
+    // The event programs' request half goes first: programs at one hook run in
+    // attach order, and it must see the address before the policy rewrites it.
+    let mut recorder = if crate::log::events_wanted() {
+        events::Recorder::load().and_then(|r| r.attach_before(&cgroup.dir).map(|()| r))
+    } else {
+        Err("no events wanted".into())
+    };
     let mut fds = Vec::new();
     let all: [(ProgType, AttachType, &[Insn]); 3] = [
         (
@@ -142,9 +158,15 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
         })?;
         fds.push(fd);
     }
+    if let Ok(r) = &recorder
+        && let Err(e) = r.attach_after(&cgroup.dir)
+    {
+        recorder = Err(e);
+    }
     Ok(Attached {
         cgroup,
         _programs: fds,
+        events: recorder,
     })
 }
 
@@ -161,7 +183,7 @@ pub fn run(
             "this policy judges listen(), which the bpf engine does with user notification: {missing}"
         )));
     }
-    let attached = load_and_attach(programs)?;
+    let mut attached = load_and_attach(programs)?;
     let cgroup = &attached.cgroup;
     verbose!(
         "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{})",
@@ -174,16 +196,23 @@ pub fn run(
             ""
         }
     );
-    if crate::log::events_wanted() {
-        warn!(
-            "the bpf engine decides binds in the kernel and reports no bind events{}",
-            if judge_listen {
-                " (listen events only)"
-            } else {
-                ""
+    let recorder = std::mem::replace(&mut attached.events, Err(String::new()));
+    let reader = match recorder.and_then(|r| r.start(policy)) {
+        Ok(reader) => Some(reader),
+        Err(why) => {
+            if crate::log::events_wanted() {
+                warn!(
+                    "the bpf engine decides binds in the kernel and reports no bind events{}: {why}",
+                    if judge_listen {
+                        " (listen events only)"
+                    } else {
+                        ""
+                    }
+                );
             }
-        );
-    }
+            None
+        }
+    };
     // Descendants that outlive their parent are reparented to us.
     // SAFETY: prctl with integer arguments.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
@@ -199,7 +228,13 @@ pub fn run(
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .context("cannot read /proc/self/mountinfo")?;
     let confinement = confine::Confinement::new(&mountinfo);
-    let in_child = || confinement.apply();
+    // The program keeps its own RLIMIT_MEMLOCK if the ring buffer needed a higher
+    // one (bpf/events.rs, before 5.11).
+    let memlock = events::memlock_to_restore();
+    let in_child = || {
+        events::restore_memlock(memlock)?;
+        confinement.apply()
+    };
     let status = if judge_listen {
         let setup = crate::notify::Setup {
             traps: Traps {
@@ -236,8 +271,22 @@ pub fn run(
         }
         crate::notify::reap(child.hand_over().pid)
     };
+    // Every bind the program made is in the ring buffer: emitted before we exit.
+    if let Some(reader) = reader {
+        reader.finish();
+    }
     drop(attached);
     Ok(status)
+}
+
+/// Whether this kernel gives bind events under this engine (-v, --json, --log,
+/// watch mode): BPF ring buffers (Linux 5.8) and post-bind hooks that can name the
+/// socket or the thread (bpf/events.rs). Probed once, by loading small programs, so
+/// it needs root like the engine. For `auto`: when it is false and events are
+/// wanted, the bpf engine runs but warns that it reports no bind events.
+#[allow(dead_code, reason = "for auto (engine.rs), merged from another branch")]
+pub fn reports_events() -> bool {
+    events::reports_events()
 }
 
 /// Whether this process could run the engine, without trying: for `auto` and -V.

@@ -91,8 +91,9 @@ pub enum Engine {
     OldKernel,
     /// `--engine bpf` (root, cgroup2): not in `engine_tests!` yet, since it refuses
     /// what it cannot carry out (fd=/sd= rules, IPv4 rules a dual-stack `[::]` bind
-    /// would meet) and reports no bind events; tests/bpf.rs and tests/servers.rs
-    /// run it where it applies.
+    /// would meet) and its bind events have no descriptor and no errno for a failed
+    /// bind; tests/bpf.rs, tests/bpf_events.rs and tests/servers.rs run it where it
+    /// applies.
     Bpf,
 }
 

@@ -219,6 +219,23 @@ expect "a port-0 socket's listen is judged" 1 "^error 1 " \
     $bpf -d -m ":$((p + 1))=allow" bindprobe --port 0 --listen
 expect "an IPv4 rule a dual-stack [::] would meet is refused" 2 "dual-stack" \
     $bpf -b 127.0.0.1 true
+# Bind events (bpf/events.rs): a ring buffer fed by event programs before the
+# policy and at post-bind. On 5.10 BPF maps are still charged to RLIMIT_MEMLOCK:
+# force-bind raises its own for the ring buffer, and the program keeps its limit.
+next_port
+expect "events: a rewrite, with what the kernel bound" 1 \
+    "\(bindprobe\): bind tcp 0\.0\.0\.0:$p: rewritten to 127\.0\.0\.4:$p by '-b 127\.0\.0\.4': ok, bound 127\.0\.0\.4:$p$" \
+    $bpf -v -b 127.0.0.4 -b "[::1]" bindprobe --addr 0.0.0.0 --port "$p,$p"
+expect "events: a bind that failed (EADDRINUSE), errno unknown" 1 \
+    "bind tcp 0\.0\.0\.0:$p: rewritten to 127\.0\.0\.4:$p .*: failed, errno unknown$" \
+    $bpf -v -b 127.0.0.4 -b "[::1]" bindprobe --addr 0.0.0.0 --port "$p,$p"
+expect "events: a denied bind in JSON" 1 '"address":"127\.0\.0\.1:'"$p"'".*"action":"denied","result":"error","errno":"EPERM"' \
+    $bpf --json -d -m ":$((p + 1))=allow" bindprobe --port "$p"
+memlock=$(ulimit -l)
+expect "events: the program keeps its own RLIMIT_MEMLOCK" 0 "^$memlock$" \
+    $bpf --json -b 127.0.0.4 -b "[::1]" sh -c 'ulimit -l'
+refute "events: no warning that there are none" "reports no bind events" \
+    $bpf --json -b 127.0.0.4 -b "[::1]" bindprobe --addr 0.0.0.0 --port 0
 refute "the cgroup is removed" "force-bind-" ls /sys/fs/cgroup
 
 echo "vm scenarios: $passed passed, $failed failed"
