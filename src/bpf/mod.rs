@@ -240,6 +240,14 @@ pub fn run(
     Ok(status)
 }
 
+/// Whether the engine reports bind events (-v, --json, watch mode). `auto` takes bpf
+/// only where no event is wanted or this is true. False until the programs feed
+/// events to force-bind (the bpf events work flips it; nothing else needs to
+/// change for `auto` to take bpf under -v/--json then).
+pub fn reports_events() -> bool {
+    false
+}
+
 /// Whether this process could run the engine, without trying: for `auto` and -V.
 pub fn missing() -> Option<String> {
     // SAFETY: geteuid cannot fail.
