@@ -72,12 +72,11 @@ enum Pick {
 /// `auto`'s choice, a function of the facts alone: bpf when it can carry out the
 /// whole policy, else notify, else ptrace.
 fn choose(facts: &Facts) -> Pick {
-    let notify = || match facts.kernel.notify_missing() {
-        None => None,
-        Some(missing) => Some(Pick::Ptrace {
+    let notify = || {
+        facts.kernel.notify_missing().map(|missing| Pick::Ptrace {
             missing,
             warn: facts.kernel.user_notif,
-        }),
+        })
     };
     let not_bpf = if let Some(missing) = &facts.bpf_missing {
         missing.clone()
