@@ -518,10 +518,14 @@ fn port_range_attack(engine: Engine, modes: &[&str]) {
 
 /// Under bpf, a deny rule over this host's ip_local_port_range is refused at start.
 fn assert_bpf_refuses_ephemeral_deny() {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("ip_local_port_range");
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("ip_local_port_range");
     let range: Vec<&str> = text.split_whitespace().collect();
     let rule = format!(":{}-{}=deny", range[0], range[1]);
-    let f = run(force_bind(Engine::Bpf, &["-b", "127.0.0.1", "-b", "[::1]", "-m", &rule, "true"]));
+    let f = run(force_bind(
+        Engine::Bpf,
+        &["-b", "127.0.0.1", "-b", "[::1]", "-m", &rule, "true"],
+    ));
     assert_bpf_refuses(&f);
     assert!(f.stderr.contains("ip_local_port_range"), "{f}");
 }

@@ -135,7 +135,11 @@ impl Engine {
 /// replacement): exit 2 and one line saying so, before the program runs.
 #[track_caller]
 pub fn assert_bpf_refuses(f: &Finished) {
-    assert_eq!(f.code(), Some(2), "the bpf engine should refuse this policy\n{f}");
+    assert_eq!(
+        f.code(),
+        Some(2),
+        "the bpf engine should refuse this policy\n{f}"
+    );
     let lines = f.stderr_lines();
     assert_eq!(lines.len(), 1, "one line\n{f}");
     assert!(lines[0].contains("--engine bpf: "), "{f}");
