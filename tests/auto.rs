@@ -322,3 +322,167 @@ fn version_says_whether_auto_considers_bpf() {
         );
     }
 }
+
+/// A cgroup of the test's own under its cgroup on the cgroup2 mount, with a bind4
+/// program (allow everything) attached *without* BPF_F_ALLOW_MULTI: no cgroup below
+/// it can take another bind4 program (EPERM). Removed on drop.
+struct ExclusiveParent {
+    dir: std::path::PathBuf,
+    _program: std::os::fd::OwnedFd,
+}
+
+impl ExclusiveParent {
+    fn create() -> Result<ExclusiveParent, String> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let (point, root) = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let f: Vec<&str> = left.split_whitespace().collect();
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| (f[4].to_string(), f[3].to_string()))
+            })
+            .ok_or("no cgroup2 mount")?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or("no 0:: line")?;
+        let relative = own
+            .strip_prefix(root.as_str())
+            .unwrap_or(own)
+            .trim_start_matches('/');
+        let dir = std::path::Path::new(&point)
+            .join(relative)
+            .join(format!("auto-test-exclusive-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // r0 = 1 (allow); exit. struct bpf_insn: code, dst|src, off, imm.
+        let insns: [u64; 2] = [0xb7 | (1u64 << 32), 0x95];
+        let license = c"GPL";
+        // union bpf_attr for BPF_PROG_LOAD, up to expected_attach_type (4.17).
+        #[repr(C)]
+        #[derive(Default)]
+        struct Load {
+            prog_type: u32,
+            insn_cnt: u32,
+            insns: u64,
+            license: u64,
+            log_level: u32,
+            log_size: u32,
+            log_buf: u64,
+            kern_version: u32,
+            prog_flags: u32,
+            prog_name: [u8; 16],
+            prog_ifindex: u32,
+            expected_attach_type: u32,
+        }
+        const CGROUP_SOCK_ADDR: u32 = 18;
+        const INET4_BIND: u32 = 8;
+        let load = Load {
+            prog_type: CGROUP_SOCK_ADDR,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            expected_attach_type: INET4_BIND,
+            ..Load::default()
+        };
+        // SAFETY: BPF_PROG_LOAD (5) with an attr of the size passed, pointing at
+        // `insns` and `license`, which outlive the call.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_bpf, 5, &load as *const Load, size_of::<Load>()) };
+        if fd < 0 {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "BPF_PROG_LOAD: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+        let program = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let cgroup = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+        // BPF_PROG_ATTACH: target_fd, attach_bpf_fd, attach_type, attach_flags (0).
+        let attach: [u32; 4] = [
+            cgroup.as_raw_fd() as u32,
+            program.as_raw_fd() as u32,
+            INET4_BIND,
+            0,
+        ];
+        // SAFETY: BPF_PROG_ATTACH (8) with a 16-byte attr on our stack.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, 8, attach.as_ptr(), size_of_val(&attach)) };
+        let parent = ExclusiveParent {
+            dir,
+            _program: program,
+        };
+        if rc != 0 {
+            return Err(format!(
+                "BPF_PROG_ATTACH: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(parent)
+    }
+}
+
+impl Drop for ExclusiveParent {
+    fn drop(&mut self) {
+        // Its processes are gone (reaped) by now; the attached program goes with it.
+        let _ = wait_until(WAIT, || std::fs::remove_dir(&self.dir).is_ok());
+    }
+}
+
+/// Attaching fails at run time (EPERM: an enclosing cgroup holds a bind4 program
+/// attached without BPF_F_ALLOW_MULTI): auto carries the policy out with notify,
+/// quietly (bpf was only an optimisation the user did not ask for), and leaves no
+/// cgroup behind.
+#[test]
+fn auto_falls_back_to_notify_when_attaching_fails() {
+    use std::os::unix::process::CommandExt;
+    if let Some(why) = bpf_not_for_auto() {
+        return skip(&why);
+    }
+    let parent = match ExclusiveParent::create() {
+        Ok(parent) => parent,
+        Err(why) => return skip(&format!("cannot set up an exclusive bind4 program: {why}")),
+    };
+    let procs = std::ffi::CString::new(
+        parent
+            .dir
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("no NUL in a path");
+    let mut cmd = force_bind_plain(&args(&BOTH));
+    // SAFETY: the closure makes only async-signal-safe calls (open, write, close) on
+    // memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let f = run(cmd);
+    assert_rewritten(&f);
+    assert!(!in_bpf_cgroup(&f), "{f}");
+    assert!(
+        f.stdout.contains("auto-test-exclusive-"),
+        "the program did not start under the exclusive parent\n{f}"
+    );
+    assert!(
+        f.stderr.is_empty(),
+        "a fallback the user did not ask about is said at -v only\n{f}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&parent.dir)
+        .expect("the parent cgroup")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("force-bind-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
