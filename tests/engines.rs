@@ -39,6 +39,9 @@ fn race(f: &Finished) -> Race {
     }
 }
 
+/// Without bpf in reach of this policy (-v wants bind events, and an IPv4 rule alone
+/// is refused by bpf until dual-stack lands), auto takes notify; tests/auto.rs covers
+/// when it takes bpf.
 #[test]
 fn auto_picks_notify_on_this_kernel() {
     let f = run(force_bind_plain(&[
