@@ -327,8 +327,9 @@ mod tests {
                 },
                 not_bpf("it reports no bind events, and -v/--json/watch want them"),
             ),
-            // A 5.7-5.8-like kernel (no pidfd_getfd is 5.6, but the facts are
-            // independent): bpf would need notify for listen(), so neither.
+            // clone3 CLONE_INTO_CGROUP without pidfd_getfd (a seccomp profile can
+            // hide one and not the other): bpf would need notify for listen(), so
+            // neither carries the policy out, and ptrace does.
             (
                 Facts {
                     kernel: Kernel {
