@@ -43,7 +43,8 @@ one. 125: force-bind failed, 126: PROGRAM not executable, 127: not found,
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EngineChoice {
-    /// notify where the kernel supports it, else ptrace
+    /// bpf where it can carry out the whole policy (root, cgroup2, Linux 5.7+, no
+    /// events wanted), else notify where the kernel supports it, else ptrace
     Auto,
     /// seccomp user notification (Linux 5.9+)
     Notify,

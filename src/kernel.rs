@@ -21,6 +21,13 @@ pub struct Kernel {
     /// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (5.19): once the supervisor has received
     /// a notification, only a fatal signal interrupts the target.
     pub wait_killable_recv: bool,
+    /// clone3(2) with CLONE_INTO_CGROUP (5.7): a child can start in a cgroup. The bpf
+    /// engine runs without it (the child writes cgroup.procs, and the move waits for
+    /// an RCU grace period, ~9 ms here), but `auto` takes bpf only with it: this is
+    /// also the fact that tells a real 4.19 (whose cgroup programs lack what ours
+    /// need) and shared/tools/vm's `oldkernel` emulation of one (clone3 ENOSYS, though
+    /// bpf(2) passes) from a kernel that runs our programs.
+    pub clone_into_cgroup: bool,
 }
 
 impl Kernel {
@@ -47,6 +54,7 @@ impl Kernel {
                 libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
                     | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
             ),
+            clone_into_cgroup: clone_into_cgroup_known(),
         }
     }
 
@@ -81,6 +89,61 @@ fn filter_flag_known(flags: libc::c_ulong) -> bool {
     Errno::result(rc).err() == Some(Errno::EFAULT)
 }
 
+/// struct clone_args (<linux/sched.h>) up to `cgroup`: CLONE_ARGS_SIZE_VER2 (5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Whether clone3 takes CLONE_INTO_CGROUP, asked so that every kernel fails before
+/// it would start making a process: a CLONE_ARGS_SIZE_VER2 struct whose `cgroup` is
+/// above INT_MAX. 5.7 and later read `cgroup` and refuse that value (EINVAL, in
+/// copy_clone_args_from_user); 5.3 to 5.6 do not know the field and refuse a struct
+/// with non-zero bytes past their own (E2BIG, copy_struct_from_user); earlier
+/// kernels, and seccomp profiles such as Docker's or `oldkernel`'s, have no clone3
+/// (ENOSYS). (A valid-looking descriptor that cannot be open would fail later, with
+/// EBADF in copy_process, after it has copied our memory map: ~2 ms, measured.)
+fn clone_into_cgroup_known() -> bool {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        cgroup: i32::MAX as u64 + 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a valid clone_args of the size passed, which every kernel refuses
+    // before any child exists (see above).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    if rc == 0 {
+        // A child after all (cannot happen: see above): it must not run our code.
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { libc::_exit(0) };
+    }
+    if rc > 0 {
+        // SAFETY: reaps the child just made (exit_signal 0: __WALL finds it).
+        unsafe { libc::waitpid(rc as i32, std::ptr::null_mut(), libc::__WALL) };
+        return false;
+    }
+    Errno::result(rc).err() == Some(Errno::EINVAL)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +163,10 @@ mod tests {
         if kernel.wait_killable_recv {
             assert!(kernel.user_notif, "{kernel:?}");
         }
+        // 5.19's flag comes after 5.7's clone3 flag.
+        if kernel.wait_killable_recv {
+            assert!(kernel.clone_into_cgroup, "{kernel:?}");
+        }
     }
 
     #[test]
@@ -108,6 +175,7 @@ mod tests {
             user_notif: true,
             pidfd_getfd: true,
             wait_killable_recv: false,
+            clone_into_cgroup: true,
         };
         assert_eq!(all.notify_missing(), None);
         let no_getfd = Kernel {

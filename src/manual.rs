@@ -61,7 +61,13 @@ Both judge the bytes that are bound: force\-bind binds its own copy of the
 program's socket, or (ptrace before Linux 5.6) points the call at a copy of the
 checked address, so another thread cannot change the address after the check.
 .B "\-\-engine auto"
-picks notify when the kernel has everything it needs, else ptrace.
+picks \fBbpf\fR (cgroup bind programs run by the kernel inside
+.BR bind (2))
+when force\-bind is root, the cgroup2 mount is writable, the kernel has clone3
+with CLONE_INTO_CGROUP (Linux 5.7), the policy compiles into the programs and
+no bind events are wanted (\fB\-v\fR, \fB\-\-json\fR, watch mode); else
+notify when the kernel has everything it needs, else ptrace.
+\fB\-v\fR says why; \fB\-V\fR lists the engines.
 "#;
 
 /// RULES to SEE ALSO. Raw roff: `\-` is a minus sign (a plain `-` may be typeset as

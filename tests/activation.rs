@@ -12,13 +12,14 @@ const PYTHON_BACKLOG: u32 = 5;
 /// Runs `python3 -m http.server Q --bind 127.0.0.1` under
 /// `systemd-socket-activate -l 127.0.0.1:P SA_ARGS force-bind FB_ARGS`, where FB_ARGS
 /// redirect Q to the passed socket; checks that a GET on P is served and nothing
-/// listens on Q. Returns the server and P so callers can check more.
+/// listens on Q. Returns the server and P so callers can check more; None under
+/// bpf, which refuses to put a passed socket in place (asserted here).
 fn served_on_passed_socket(
     engine: Engine,
     sa_args: &[&str],
     fb_args: &[&str],
     q: u16,
-) -> (Proc, SocketAddr) {
+) -> Option<(Proc, SocketAddr)> {
     let p = free_port();
     let listen = v4("127.0.0.1", p);
     let q_s = q.to_string();
@@ -26,6 +27,12 @@ fn served_on_passed_socket(
     args.extend_from_slice(&[python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
     let server = Proc::spawn(socket_activate(listen, sa_args, engine, &args));
     assert!(wait_for_listen(listen, WAIT), "{}", server.context());
+    if engine == Engine::Bpf {
+        // force-bind refuses at once: the connection may be reset.
+        let _trigger = TcpStream::connect_timeout(&listen, WAIT);
+        assert_bpf_refused(&server.finish(WAIT));
+        return None;
+    }
     // The first connection makes systemd-socket-activate exec force-bind; it waits in
     // the accept queue until the server runs.
     assert_eq!(
@@ -41,7 +48,24 @@ fn served_on_passed_socket(
         server.context()
     );
     assert_eq!(tcp_listeners_on(p), vec![listen], "{}", server.context());
-    (server, listen)
+    Some((server, listen))
+}
+
+/// Under bpf, force-bind refused the policy (a replacement of a passed socket):
+/// exit 2, one line of its own.
+#[track_caller]
+fn assert_bpf_refused(f: &Finished) {
+    assert_eq!(
+        f.code(),
+        Some(2),
+        "the bpf engine should refuse this policy\n{f}"
+    );
+    let lines = force_bind_lines(f);
+    assert_eq!(lines.len(), 1, "{f}");
+    assert!(
+        lines[0].contains("--engine bpf: ") && lines[0].contains("inherited socket"),
+        "{f}"
+    );
 }
 
 /// Runs `systemd-socket-activate -l 127.0.0.1:P SA_ARGS force-bind FB_ARGS` (the
@@ -55,7 +79,12 @@ fn activated_on(engine: Engine, sa_args: &[&str], fb_args: &[&str]) -> (Finished
     let listen = v4("127.0.0.1", free_port());
     let proc = Proc::spawn(socket_activate(listen, sa_args, engine, fb_args));
     assert!(wait_for_listen(listen, WAIT), "{}", proc.context());
-    let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("trigger activation");
+    let trigger = TcpStream::connect_timeout(&listen, WAIT);
+    // Under bpf a refused policy ends force-bind at once: the connection may be reset.
+    assert!(
+        trigger.is_ok() || engine == Engine::Bpf,
+        "trigger activation: {trigger:?}"
+    );
     (proc.finish(WAIT), listen)
 }
 
@@ -79,7 +108,9 @@ fn probe_pid(f: &Finished) -> i32 {
 engine_tests! {
     fn sd_index_replaces_the_programs_socket(engine: Engine) {
         let q = free_port();
-        let (server, _) = served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd=0")], q);
+        let Some((server, _)) = served_on_passed_socket(engine, &[], &["-m", &format!(":{q}=sd=0")], q) else {
+            return;
+        };
         let f = server.kill();
         assert!(!f.stderr.contains("panicked"), "{f}");
     }
@@ -108,6 +139,11 @@ engine_tests! {
             args.extend_from_slice(&[python3(), "-m", "http.server", &q_s, "--bind", "127.0.0.1"]);
             let server = Proc::spawn(command("systemd-socket-activate", &args));
             assert!(wait_for_listen(second, WAIT), "{}", server.context());
+            if engine == Engine::Bpf {
+                let _trigger = TcpStream::connect_timeout(&second, WAIT);
+                assert_bpf_refused(&server.finish(WAIT));
+                continue;
+            }
             assert_eq!(http_get_retry(second, WAIT), Ok(200), "{target}\n{}", server.context());
             assert_eq!(tcp_listeners_on(q), vec![], "{target}\n{}", server.context());
         }
@@ -123,14 +159,18 @@ engine_tests! {
     fn program_listen_reaches_the_passed_socket_without_l(engine: Engine) {
         let q = free_port();
         let rule = format!(":{q}=sd=0");
-        let (server, listen) = served_on_passed_socket(engine, &[], &["-m", &rule], q);
+        let Some((server, listen)) = served_on_passed_socket(engine, &[], &["-m", &rule], q) else {
+            return;
+        };
         assert_eq!(listen_backlog(listen), Some(PYTHON_BACKLOG), "{}", server.context());
     }
 
     fn l_skips_listen_on_the_passed_socket(engine: Engine) {
         let q = free_port();
         let rule = format!(":{q}=sd=0");
-        let (server, listen) = served_on_passed_socket(engine, &[], &["-L", "-m", &rule], q);
+        let Some((server, listen)) = served_on_passed_socket(engine, &[], &["-L", "-m", &rule], q) else {
+            return;
+        };
         // systemd-socket-activate listened with its own (large) backlog; with -L the
         // program's listen(5) never reaches the socket.
         let backlog = listen_backlog(listen);
@@ -141,7 +181,8 @@ engine_tests! {
         );
     }
 
-    fn wrong_listen_pid_is_not_honoured(engine: Engine) {
+    /// Not for Bpf until bpf events land: it reads the report of a bind whose rule was skipped.
+    fn wrong_listen_pid_is_not_honoured(engine: Engine) not for Bpf {
         let (p, q) = (free_port(), free_port());
         let listen = v4("127.0.0.1", p);
         let (p_s, q_s, rule) = (listen.to_string(), q.to_string(), format!(":{q}=sd=0"));
@@ -160,7 +201,8 @@ engine_tests! {
         assert!(server.wait_stderr("not passed", WAIT), "{}", server.context());
     }
 
-    fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) {
+    /// Not for Bpf until bpf events land: it reads the report of a bind whose rule was skipped.
+    fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) not for Bpf {
         let no_activation = "no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind";
         for (target, why) in [
             ("fd=97", "fd 97 was not passed to force-bind (no open socket there)"),
@@ -193,7 +235,9 @@ engine_tests! {
 
     /// A replace rule that cannot be carried out is skipped and the next rule
     /// decides: `-d -m :Q=sd=0` without activation denies.
-    fn unpassed_socket_leaves_the_bind_to_the_next_rule(engine: Engine) {
+    ///
+    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
+    fn unpassed_socket_leaves_the_bind_to_the_next_rule(engine: Engine) not for Bpf {
         let q = free_port();
         let (rule, port) = (format!(":{q}=sd=0"), q.to_string());
         let f = run(force_bind(engine, &["-d", "-m", &rule, bindprobe(), "--port", &port]));
@@ -227,6 +271,9 @@ engine_tests! {
         let q = free_port();
         let ports = format!("0,{q}");
         let (f, listen) = activated_on(engine, &[], &["-m", "127.0.0.1=sd=0", bindprobe(), "--port", &ports]);
+        if engine == Engine::Bpf {
+            return assert_bpf_refused(&f);
+        }
         f.assert_success();
         let bound = f.bound();
         assert_eq!(bound.len(), 2, "{f}");
@@ -246,6 +293,9 @@ engine_tests! {
         let (rule, port) = (format!(":{q}=sd=0"), q.to_string());
         let args = ["-m", &rule, bindprobe(), "--family", "6", "--addr", "::1", "--port", &port, "--listen"];
         let f = activated(engine, &[], &args);
+        if engine == Engine::Bpf {
+            return assert_bpf_refused(&f);
+        }
         f.assert_success();
         assert_eq!(f.bound(), vec![v6("::1", q)], "bound as asked\n{f}");
         let pid = probe_pid(&f);
@@ -275,9 +325,15 @@ engine_tests! {
         let cmd = socket_activate(listen, &sa_args, engine, &["-m", &rule, "sh", "-c", "env"]);
         let mut proc = Proc::spawn(cmd);
         assert!(wait_for_listen(listen, WAIT), "{}", proc.context());
-        let _trigger = TcpStream::connect_timeout(&listen, WAIT).expect("trigger activation");
+        let trigger = TcpStream::connect_timeout(&listen, WAIT);
+        // Under bpf force-bind refuses at once, and the passed socket may close
+        // under the connection.
+        assert!(trigger.is_ok() || engine == Engine::Bpf, "trigger activation: {trigger:?}");
         assert!(proc.wait_timeout(WAIT).is_some(), "{}", proc.context());
         let f = proc.finish(WAIT);
+        if engine == Engine::Bpf {
+            return assert_bpf_refused(&f);
+        }
         f.assert_success();
         assert!(f.stdout.contains("FORCE_BIND_TEST_MARK=kept"), "env did not run\n{f}");
         for var in ["LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="] {

@@ -95,7 +95,8 @@ engine_tests! {
         }
     }
 
-    fn unix_socket_bind_is_never_touched(engine: Engine) {
+    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
+    fn unix_socket_bind_is_never_touched(engine: Engine) not for Bpf {
         let path = tmp_path("unix.sock");
         let path_s = path.to_str().unwrap();
         let f = probe(engine, &["-d"], &["--unix", path_s]);

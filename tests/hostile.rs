@@ -249,6 +249,13 @@ fn check_cases(engine: Engine, rule: &[&str]) {
     for &(name, family, kind) in CASES {
         let want = match &native {
             Some(native) => native[name],
+            // The bind4 hook runs before inet_bind's family check and cannot change
+            // the family (user_family is read-only to the program): the AF_UNSPEC
+            // wildcard it rewrites is then no wildcard, so the kernel refuses it.
+            // Failed closed, where the supervisor engines bind it as AF_INET.
+            None if engine == Engine::Bpf && name == "unspec_any_on_v4" && rule == REWRITE => {
+                Err(libc::EAFNOSUPPORT)
+            }
             None => expected(kind, family, rule),
         };
         let ok = match (&want, got.get(name)) {
@@ -317,7 +324,9 @@ engine_tests! {
     /// One thread keeps making hostile binds while another binds normally: every
     /// normal bind is served (rewritten), every hostile case gets the same answer in
     /// every round, and force-bind exits with the target's status.
-    fn hostile_thread_does_not_stop_a_normal_one(engine: Engine) {
+    ///
+    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
+    fn hostile_thread_does_not_stop_a_normal_one(engine: Engine) not for Bpf {
         let f = run(force_bind(engine, &[
             "-b", "127.0.0.1:0", hostile_bind(), "threads", ROUNDS, "127.0.0.2",
         ]));

@@ -62,11 +62,19 @@ fn run_with_private_etc(cmd: Command) -> Finished {
 }
 
 engine_tests! {
+    /// The bpf engine, which cannot try several addresses in order, refuses such a
+    /// name by design: exit 2, one line.
     fn b_name_takes_its_first_local_address(engine: Engine) {
         let Some(_) = require(&[]) else { return };
         let p = free_port();
         let p_s = p.to_string();
         let args = ["-v", "-b", "web.internal", python3(), "-m", "http.server", &p_s, "--bind", "0.0.0.0"];
+        if engine == Engine::Bpf {
+            let f = run(with_private_etc(&[], force_bind(engine, &args)));
+            assert_bpf_refuses(&f);
+            assert!(f.stderr.contains("cannot try several in order"), "{f}");
+            return;
+        }
         let mut server = Proc::spawn(with_private_etc(&[], force_bind(engine, &args)));
         let want = BTreeSet::from([tcp(v4("127.0.0.3", p))]);
         wait_listeners(&mut server, &[p], &want);
@@ -79,7 +87,8 @@ engine_tests! {
         assert!(!f.stderr.contains("panicked"), "{f}");
     }
 
-    fn m_rewrites_to_a_name_and_port(engine: Engine) {
+    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
+    fn m_rewrites_to_a_name_and_port(engine: Engine) not for Bpf {
         let Some(_) = require(&[]) else { return };
         let (p, q) = (free_port(), free_port());
         let (p_s, rule) = (p.to_string(), format!(":{p}=other.internal:{q}"));
@@ -113,7 +122,8 @@ engine_tests! {
         assert_eq!(denied.code(), Some(1), "{denied}");
     }
 
-    fn b_name_resolved_by_dns(engine: Engine) {
+    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
+    fn b_name_resolved_by_dns(engine: Engine) not for Bpf {
         let Some(paths) = require(&["dnsmasq"]) else { return };
         // The DNS server first, in new namespaces; force-bind then joins them.
         let dns_args = dnsmasq_args(&paths[0], 53, &["/dns.internal/127.0.0.6"]);

@@ -408,98 +408,70 @@ fn check(engine: Engine, server: Server, case: Case) {
 engine_tests! {
     fn nginx_each_family(engine: Engine) { check(engine, Server::Nginx, Case::EachFamily) }
     fn nginx_v6_rule_only(engine: Engine) { check(engine, Server::Nginx, Case::V6Only) }
-    fn nginx_v4_rule_only(engine: Engine) { check(engine, Server::Nginx, Case::V4Only) }
+    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
+    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
+    fn nginx_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Nginx, Case::V4Only) }
     fn nginx_readme_deny_example(engine: Engine) { check(engine, Server::Nginx, Case::DenyExample) }
-    fn nginx_socket_activated(engine: Engine) { check(engine, Server::Nginx, Case::Activated) }
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn nginx_socket_activated(engine: Engine) not for Bpf { check(engine, Server::Nginx, Case::Activated) }
 
     fn memcached_each_family(engine: Engine) { check(engine, Server::Memcached, Case::EachFamily) }
     fn memcached_v6_rule_only(engine: Engine) { check(engine, Server::Memcached, Case::V6Only) }
-    fn memcached_v4_rule_only(engine: Engine) { check(engine, Server::Memcached, Case::V4Only) }
+    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
+    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
+    fn memcached_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Memcached, Case::V4Only) }
     fn memcached_readme_deny_example(engine: Engine) {
         check(engine, Server::Memcached, Case::DenyExample)
     }
-    fn memcached_socket_activated(engine: Engine) {
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn memcached_socket_activated(engine: Engine) not for Bpf {
         check(engine, Server::Memcached, Case::Activated)
     }
 
     fn node_each_family(engine: Engine) { check(engine, Server::Node, Case::EachFamily) }
     fn node_v6_rule_only(engine: Engine) { check(engine, Server::Node, Case::V6Only) }
-    fn node_v4_rule_only(engine: Engine) { check(engine, Server::Node, Case::V4Only) }
+    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
+    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
+    fn node_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Node, Case::V4Only) }
     fn node_readme_deny_example(engine: Engine) { check(engine, Server::Node, Case::DenyExample) }
-    fn node_socket_activated(engine: Engine) { check(engine, Server::Node, Case::Activated) }
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn node_socket_activated(engine: Engine) not for Bpf { check(engine, Server::Node, Case::Activated) }
 
     fn dnsmasq_each_family(engine: Engine) { check(engine, Server::Dnsmasq, Case::EachFamily) }
     fn dnsmasq_v6_rule_only(engine: Engine) { check(engine, Server::Dnsmasq, Case::V6Only) }
-    fn dnsmasq_v4_rule_only(engine: Engine) { check(engine, Server::Dnsmasq, Case::V4Only) }
+    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
+    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
+    fn dnsmasq_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Dnsmasq, Case::V4Only) }
     fn dnsmasq_readme_deny_example(engine: Engine) {
         check(engine, Server::Dnsmasq, Case::DenyExample)
     }
-    fn dnsmasq_socket_activated(engine: Engine) { check(engine, Server::Dnsmasq, Case::Activated) }
-    fn dnsmasq_socket_activated_by_protocol(engine: Engine) {
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn dnsmasq_socket_activated(engine: Engine) not for Bpf { check(engine, Server::Dnsmasq, Case::Activated) }
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn dnsmasq_socket_activated_by_protocol(engine: Engine) not for Bpf {
         check(engine, Server::Dnsmasq, Case::ActivatedByProtocol)
     }
 
     fn go_each_family(engine: Engine) { check(engine, Server::Go, Case::EachFamily) }
     fn go_v6_rule_only(engine: Engine) { check(engine, Server::Go, Case::V6Only) }
-    fn go_v4_rule_only(engine: Engine) { check(engine, Server::Go, Case::V4Only) }
+    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
+    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
+    fn go_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Go, Case::V4Only) }
     fn go_readme_deny_example(engine: Engine) { check(engine, Server::Go, Case::DenyExample) }
-    fn go_socket_activated(engine: Engine) { check(engine, Server::Go, Case::Activated) }
+    /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
+    /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
+    fn go_socket_activated(engine: Engine) not for Bpf { check(engine, Server::Go, Case::Activated) }
 }
 
-/// The bpf engine (not in `engine_tests!` yet: see `common::Engine::Bpf`): the cases
-/// it carries out give exactly what every engine gives; case c (an IPv4 rule that a
-/// dual-stack `[::]` bind would meet, which the bind6 hook cannot tell from an
-/// IPv6-only one) and case e (inherited sockets) are refused at start instead.
-mod bpf {
+/// The bpf engine refuses case c (an IPv4 rule that a dual-stack `[::]` bind would
+/// meet, which the bind6 hook cannot tell from an IPv6-only one) at start.
+mod bpf_refused {
     use super::*;
-
-    fn bpf(server: Server, case: Case) {
-        if let Some(why) = Engine::Bpf.unavailable() {
-            return skip(&why);
-        }
-        check(Engine::Bpf, server, case)
-    }
-
-    #[test]
-    fn nginx_each_family() {
-        bpf(Server::Nginx, Case::EachFamily)
-    }
-    #[test]
-    fn nginx_v6_rule_only() {
-        bpf(Server::Nginx, Case::V6Only)
-    }
-    #[test]
-    fn nginx_readme_deny_example() {
-        bpf(Server::Nginx, Case::DenyExample)
-    }
-    #[test]
-    fn memcached_each_family() {
-        bpf(Server::Memcached, Case::EachFamily)
-    }
-    #[test]
-    fn node_each_family() {
-        bpf(Server::Node, Case::EachFamily)
-    }
-    #[test]
-    fn node_readme_deny_example() {
-        bpf(Server::Node, Case::DenyExample)
-    }
-    #[test]
-    fn dnsmasq_each_family() {
-        bpf(Server::Dnsmasq, Case::EachFamily)
-    }
-    #[test]
-    fn go_each_family() {
-        bpf(Server::Go, Case::EachFamily)
-    }
-    #[test]
-    fn go_v6_rule_only() {
-        bpf(Server::Go, Case::V6Only)
-    }
-    #[test]
-    fn go_readme_deny_example() {
-        bpf(Server::Go, Case::DenyExample)
-    }
 
     /// Case c is refused at start, one line, exit 2 (an fd= rule's refusal:
     /// tests/bpf.rs).

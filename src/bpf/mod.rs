@@ -284,7 +284,6 @@ pub fn run(
 /// socket or the thread (bpf/events.rs). Probed once, by loading small programs, so
 /// it needs root like the engine. For `auto`: when it is false and events are
 /// wanted, the bpf engine runs but warns that it reports no bind events.
-#[allow(dead_code, reason = "for auto (engine.rs), merged from another branch")]
 pub fn reports_events() -> bool {
     events::reports_events()
 }

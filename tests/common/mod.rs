@@ -89,11 +89,12 @@ pub enum Engine {
     /// wrapper hides user notification, pidfd_getfd and NOTIF_ADDFD): auto must pick
     /// ptrace and every behaviour must still hold.
     OldKernel,
-    /// `--engine bpf` (root, cgroup2): not in `engine_tests!` yet, since it refuses
-    /// what it cannot carry out (fd=/sd= rules, IPv4 rules a dual-stack `[::]` bind
-    /// would meet) and its bind events have no descriptor and no errno for a failed
-    /// bind; tests/bpf.rs, tests/bpf_events.rs and tests/servers.rs run it where it
-    /// applies.
+    /// `--engine bpf` (root, cgroup2). It refuses what it cannot carry out (fd=/sd=
+    /// rules, exit 2 with one line; several-address host names, a deny over the
+    /// ephemeral ports); its bind events have no descriptor and no errno for a failed
+    /// bind: a test that does not apply says so with
+    /// `not for Bpf` and why, and a test of a policy bpf refuses by design asserts
+    /// the refusal under Bpf instead ([`Engine::bpf_refuses`]).
     Bpf,
 }
 
@@ -131,6 +132,20 @@ impl Engine {
     }
 }
 
+/// Under `Engine::Bpf`, a policy the bpf engine refuses by design (an `fd=`/`sd=`
+/// replacement): exit 2 and one line saying so, before the program runs.
+#[track_caller]
+pub fn assert_bpf_refuses(f: &Finished) {
+    assert_eq!(
+        f.code(),
+        Some(2),
+        "the bpf engine should refuse this policy\n{f}"
+    );
+    let lines = f.stderr_lines();
+    assert_eq!(lines.len(), 1, "one line\n{f}");
+    assert!(lines[0].contains("--engine bpf: "), "{f}");
+}
+
 /// Why the bpf engine cannot run here: it needs root and a writable cgroup2 mount.
 pub fn bpf_unavailable() -> Option<String> {
     // SAFETY: geteuid cannot fail.
@@ -146,7 +161,7 @@ pub fn bpf_unavailable() -> Option<String> {
 
 /// Generates one `#[test]` per engine for each `fn name(engine: Engine) { ... }`,
 /// in modules named after the engine (`ptrace::name`, `notify::name`,
-/// `old_kernel::name`). Use it once per test file. An engine that cannot run here
+/// `old_kernel::name`, `bpf::name`). Use it once per test file. An engine that cannot run here
 /// (`Engine::unavailable`) makes its tests [`skip`]. A test that does not apply to an
 /// engine by design says so, with the reason in its doc comment:
 /// `fn name(engine: Engine) not for OldKernel { ... }`; that engine has no such test.
@@ -156,6 +171,7 @@ macro_rules! engine_tests {
         $crate::common::engine_module! { ptrace, Ptrace, $($tests)* }
         $crate::common::engine_module! { notify, Notify, $($tests)* }
         $crate::common::engine_module! { old_kernel, OldKernel, $($tests)* }
+        $crate::common::engine_module! { bpf, Bpf, $($tests)* }
     };
 }
 #[allow(unused_imports)]
@@ -188,6 +204,7 @@ macro_rules! engine_test {
     (Ptrace [Ptrace $($rest:ident)*] $($test:tt)*) => {};
     (Notify [Notify $($rest:ident)*] $($test:tt)*) => {};
     (OldKernel [OldKernel $($rest:ident)*] $($test:tt)*) => {};
+    (Bpf [Bpf $($rest:ident)*] $($test:tt)*) => {};
     ($variant:ident [$other:ident $($rest:ident)*] $($test:tt)*) => {
         // A misspelt engine would silently exclude nothing: name it, so it must exist.
         const _: $crate::common::Engine = $crate::common::Engine::$other;
