@@ -181,8 +181,7 @@ engine_tests! {
         );
     }
 
-    /// Not for Bpf until bpf events land: it reads the report of a bind whose rule was skipped.
-    fn wrong_listen_pid_is_not_honoured(engine: Engine) not for Bpf {
+    fn wrong_listen_pid_is_not_honoured(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let listen = v4("127.0.0.1", p);
         let (p_s, q_s, rule) = (listen.to_string(), q.to_string(), format!(":{q}=sd=0"));
@@ -201,8 +200,7 @@ engine_tests! {
         assert!(server.wait_stderr("not passed", WAIT), "{}", server.context());
     }
 
-    /// Not for Bpf until bpf events land: it reads the report of a bind whose rule was skipped.
-    fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) not for Bpf {
+    fn missing_fd_falls_back_to_a_normal_bind(engine: Engine) {
         let no_activation = "no socket activation: LISTEN_FDS and LISTEN_PID are not set for force-bind";
         for (target, why) in [
             ("fd=97", "fd 97 was not passed to force-bind (no open socket there)"),

@@ -112,12 +112,11 @@ fn auto_takes_bpf_as_root() {
     assert!(!f.stderr.contains("panicked"), "{f}");
 }
 
-/// -v wants bind events, which the bpf engine does not report yet
-/// (bpf::reports_events): auto takes notify and says why in one line. When bpf
-/// events land this test must expect "engine: bpf (root, a writable cgroup2, ...)"
-/// and the cgroup instead.
+/// -v wants bind events, which the bpf engine reports from the kernel
+/// (bpf/events.rs): auto still takes bpf, says why in one line, and the bind's
+/// event comes from the ring buffer.
 #[test]
-fn auto_with_events_wanted_takes_notify_and_says_why() {
+fn auto_with_events_wanted_takes_bpf_and_says_why() {
     if let Some(why) = bpf_not_for_auto() {
         return skip(&why);
     }
@@ -125,19 +124,19 @@ fn auto_with_events_wanted_takes_notify_and_says_why() {
     verbose.extend(args(&BOTH));
     let f = run(force_bind_plain(&verbose));
     assert_rewritten(&f);
-    assert!(!in_bpf_cgroup(&f), "{f}");
+    assert!(in_bpf_cgroup(&f), "{f}");
     let says: Vec<&str> = f
         .stderr_lines()
         .into_iter()
         .filter(|l| l.contains("engine: "))
         .collect();
-    assert_eq!(
-        says,
-        [
-            "force-bind: engine: notify (bpf: it reports no bind events, and -v/--json/watch want them)"
-        ],
+    assert_eq!(says.len(), 1, "one line says which engine and why\n{f}");
+    assert!(
+        says[0].starts_with("force-bind: engine: bpf (root, "),
         "{f}"
     );
+    assert!(f.stderr.contains("bpf engine: cgroup "), "{f}");
+    assert!(f.stderr.contains(": ok, bound 127.0.0.5:"), "the bind's event\n{f}");
 }
 
 /// A policy bpf refuses by design (an fd= replacement of a socket really passed on

@@ -316,7 +316,7 @@ bpf_test! {
     fn verbose_names_the_engine() {
         let f = run(force_bind(Engine::Bpf, &["-v", "-b", "[::1]", "true"]));
         f.assert_success();
-        assert!(f.stderr.contains("engine: bpf (cgroup "), "{f}");
+        assert!(f.stderr.contains("bpf engine: cgroup "), "{f}");
         // Bind events come from the event programs' ring buffer (tests/bpf_events.rs).
         assert!(!f.stderr.contains("no bind events"), "{f}");
         let f = run(force_bind_plain(&["-V"]));

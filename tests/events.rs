@@ -149,9 +149,7 @@ fn time_pattern_accepts_only_rfc3339_utc_with_microseconds() {
 }
 
 engine_tests! {
-    /// Not for Bpf until bpf events land: it reads bind events (and its IPv4-only policy is
-    /// refused until dual-stack lands).
-    fn rewritten_bind_line_and_json(engine: Engine) not for Bpf {
+    fn rewritten_bind_line_and_json(engine: Engine) {
         let (p, q) = (free_port().to_string(), free_port().to_string());
         let rule = format!("127.0.0.2:{q}");
         let f = run(force_bind(engine, &with(&["-v", "-b", &rule], probe("0.0.0.0", &p))));
@@ -175,8 +173,7 @@ engine_tests! {
         );
     }
 
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn denied_bind_line_and_json(engine: Engine) not for Bpf {
+    fn denied_bind_line_and_json(engine: Engine) {
         let p = free_port().to_string();
         let f = run(force_bind(engine, &with(&["-v", "-d"], probe("127.0.0.1", &p))));
         let pid = probe_pid(&f);
@@ -198,9 +195,7 @@ engine_tests! {
 
     /// A port-0 bind under -d goes through; its listen() is judged on the port the
     /// kernel gave it, and denied.
-    ///
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn port_zero_under_deny_is_judged_at_listen(engine: Engine) not for Bpf {
+    fn port_zero_under_deny_is_judged_at_listen(engine: Engine) {
         let args = with(&["-v", "-d"], {
             let mut p = probe("127.0.0.1", "0");
             p.push("--listen");
@@ -231,9 +226,7 @@ engine_tests! {
 
     /// With no rule at all force-bind only watches: every bind and listen is shown
     /// without -v, and nothing is changed.
-    ///
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn no_rule_only_watches(engine: Engine) not for Bpf {
+    fn no_rule_only_watches(engine: Engine) {
         let q = free_port().to_string();
         let program = || {
             let mut p = probe("127.0.0.1", &q);
@@ -266,9 +259,7 @@ engine_tests! {
     }
 
     /// EADDRINUSE names the process that holds the address.
-    ///
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn address_in_use_names_its_holder(engine: Engine) not for Bpf {
+    fn address_in_use_names_its_holder(engine: Engine) {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port().to_string();
         let me = std::process::id();
@@ -297,9 +288,7 @@ engine_tests! {
 
     /// EADDRNOTAVAIL explains that the address is not local (192.0.2.1 is
     /// TEST-NET-1: never assigned, and the failed bind sends nothing anywhere).
-    ///
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn address_not_available_gets_a_hint(engine: Engine) not for Bpf {
+    fn address_not_available_gets_a_hint(engine: Engine) {
         let f = run(force_bind(engine, &with(&["-v", "-m", "192.0.2.1=allow"], probe("192.0.2.1", "0"))));
         let pid = probe_pid(&f);
         assert_eq!(
@@ -313,9 +302,7 @@ engine_tests! {
 
     /// -q says nothing but fatal errors; --log sends events to a file instead, each
     /// line (text or JSON) stamped with the time.
-    ///
-    /// Not for Bpf until bpf events land: it reads bind events (lines, JSON or the log file).
-    fn quiet_and_log_file(engine: Engine) not for Bpf {
+    fn quiet_and_log_file(engine: Engine) {
         let p = free_port().to_string();
         let f = run(force_bind(engine, &with(&["-q", "-d"], probe("127.0.0.1", &p))));
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");

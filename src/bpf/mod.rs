@@ -186,7 +186,7 @@ pub fn run(
     let mut attached = load_and_attach(programs)?;
     let cgroup = &attached.cgroup;
     verbose!(
-        "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{})",
+        "bpf engine: cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{}",
         cgroup.path.display(),
         programs.bind4.len(),
         programs.bind6.len(),
