@@ -36,19 +36,27 @@ const CLASS_JMP: u8 = 0x05;
 const CLASS_JMP32: u8 = 0x06;
 const CLASS_ALU64: u8 = 0x07;
 const SIZE_W: u8 = 0x00;
+const SIZE_B: u8 = 0x10;
+const SIZE_DW: u8 = 0x18;
 const MODE_MEM: u8 = 0x60;
 const SRC_K: u8 = 0x00;
 const SRC_X: u8 = 0x08;
+const OP_ADD: u8 = 0x00;
 const OP_AND: u8 = 0x50;
 const OP_MOV: u8 = 0xb0;
 const OP_END: u8 = 0xd0;
 /// BPF_END's source bit: BPF_TO_BE.
 const TO_BE: u8 = 0x08;
 const OP_JA: u8 = 0x00;
+const OP_CALL: u8 = 0x80;
 const OP_EXIT: u8 = 0x90;
 
 pub const LDX_W: u8 = CLASS_LDX | MODE_MEM | SIZE_W;
 pub const STX_W: u8 = CLASS_STX | MODE_MEM | SIZE_W;
+pub const LDX_B: u8 = CLASS_LDX | MODE_MEM | SIZE_B;
+pub const LDX_DW: u8 = CLASS_LDX | MODE_MEM | SIZE_DW;
+pub const ADD64_K: u8 = CLASS_ALU64 | OP_ADD | SRC_K;
+pub const CALL: u8 = CLASS_JMP | OP_CALL;
 pub const MOV32_K: u8 = CLASS_ALU | OP_MOV | SRC_K;
 pub const MOV64_X: u8 = CLASS_ALU64 | OP_MOV | SRC_X;
 pub const AND32_K: u8 = CLASS_ALU | OP_AND | SRC_K;
@@ -93,15 +101,18 @@ impl Cmp {
     }
 }
 
-/// Registers: R0 the return value, R1 the context at entry, R2-R9 general (R6-R9
-/// would survive helper calls, which the programs do not make).
+/// Registers: R0 the return value, R1 the context at entry, R1-R5 a helper's
+/// arguments (clobbered by the call), R6-R9 general and kept across calls, R10 the
+/// read-only frame pointer.
 pub type Reg = u8;
+pub const R0: Reg = 0;
 pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
+pub const R10: Reg = 10;
 
 const fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
     Insn {
@@ -131,6 +142,22 @@ impl Asm {
     /// dst = *(u32 *)(src + off)
     pub fn load(&mut self, dst: Reg, src: Reg, off: i16) {
         self.push(insn(LDX_W, dst, src, off, 0));
+    }
+    /// dst = *(u8 *)(src + off)
+    pub fn load8(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.push(insn(LDX_B, dst, src, off, 0));
+    }
+    /// dst = *(u64 *)(src + off)
+    pub fn load64(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.push(insn(LDX_DW, dst, src, off, 0));
+    }
+    /// dst += imm (64 bits; the immediate sign-extended)
+    pub fn add64(&mut self, dst: Reg, imm: i32) {
+        self.push(insn(ADD64_K, dst, 0, 0, imm));
+    }
+    /// R0 = helper(R1, ..., R5); R1-R5 are clobbered.
+    pub fn call(&mut self, helper: i32) {
+        self.push(insn(CALL, 0, 0, 0, helper));
     }
     /// *(u32 *)(dst + off) = src
     pub fn store(&mut self, dst: Reg, off: i16, src: Reg) {
@@ -226,6 +253,12 @@ mod tests {
         assert_eq!(EXIT, 0x95);
         assert_eq!(BE, 0xdc);
         assert_eq!(JA, 0x05);
+        // BPF_LDX|BPF_MEM|BPF_B, BPF_LDX|BPF_MEM|BPF_DW, BPF_ALU64|BPF_ADD|BPF_K,
+        // BPF_JMP|BPF_CALL.
+        assert_eq!(LDX_B, 0x71);
+        assert_eq!(LDX_DW, 0x79);
+        assert_eq!(ADD64_K, 0x07);
+        assert_eq!(CALL, 0x85);
         assert_eq!(size_of::<Insn>(), 8);
         let i = insn(LDX_W, R2, R6, 24, 0);
         assert_eq!((i.dst(), i.src(), i.regs), (2, 6, 0x62));

@@ -26,6 +26,9 @@ pub enum AttachType {
     InetSockCreate = 2,
     Inet4Bind = 8,
     Inet6Bind = 9,
+    /// BPF_CGROUP_INET6_POST_BIND (4.17; after INET4_CONNECT 10, INET6_CONNECT 11,
+    /// INET4_POST_BIND 12), a CgroupSock program.
+    Inet6PostBind = 13,
 }
 
 impl AttachType {
@@ -34,6 +37,7 @@ impl AttachType {
             AttachType::InetSockCreate => "sock_create",
             AttachType::Inet4Bind => "bind4",
             AttachType::Inet6Bind => "bind6",
+            AttachType::Inet6PostBind => "post_bind6",
         }
     }
 }

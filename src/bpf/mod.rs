@@ -10,7 +10,7 @@
 //
 // Hand-assembled, like the seccomp filter (filter.rs), rather than built with aya or
 // libbpf-rs: the programs are a few dozen instructions of compares and stores, with
-// no maps and no helper calls, generated from the rules at run time; a
+// no maps and one helper (bpf_probe_read_kernel, for IPV6_V6ONLY), generated from the rules at run time; a
 // compiler toolchain (clang, BTF, an ELF loader) would add a build dependency and
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
@@ -19,6 +19,7 @@
 // a SIGKILLed force-bind leaves the program policed; the listen filter's listener
 // closes with force-bind and trapped listens then fail.
 
+mod btf;
 mod cgroup;
 mod codegen;
 mod confine;
@@ -63,10 +64,42 @@ impl From<anyhow::Error> for Error {
 
 /// The programs for `policy` on this kernel, or why the engine cannot carry it out.
 pub fn compile(policy: &Policy) -> Result<Programs, Error> {
+    let unsupported = |e: codegen::Unsupported| Error::Unsupported(e.0);
+    // BTF is read (a few MB) only for a policy that needs the bit.
+    let ipv6only = match codegen::depends_on_ipv6only(policy).map_err(unsupported)? {
+        true => ipv6only_place(),
+        false => btf::KNOWN_LAYOUT,
+    };
     let facts = Facts {
         ephemeral_ports: ephemeral_ports(),
+        ipv6only,
     };
-    codegen::compile(policy, &facts).map_err(|e| Error::Unsupported(e.0))
+    codegen::compile(policy, &facts).map_err(unsupported)
+}
+
+/// Where struct sock keeps sk_ipv6only: from the kernel's BTF when it has some,
+/// else the layout every kernel since 3.x has (bpf/btf.rs).
+fn ipv6only_place() -> btf::BitPlace {
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+    let (place, from) = match std::fs::read(VMLINUX) {
+        Ok(blob) => match btf::ipv6only_place(&blob) {
+            Some(place) => (place, VMLINUX.to_string()),
+            None => (
+                btf::KNOWN_LAYOUT,
+                format!("the known layout: {VMLINUX} does not describe struct sock_common"),
+            ),
+        },
+        Err(e) => (
+            btf::KNOWN_LAYOUT,
+            format!("the known layout: cannot read {VMLINUX}: {e}"),
+        ),
+    };
+    verbose!(
+        "bpf engine: IPV6_V6ONLY read from bit {} of byte {} of struct sock ({from})",
+        place.bit,
+        place.byte
+    );
+    place
 }
 
 /// net.ipv4.ip_local_port_range (it covers IPv6 too).
@@ -96,7 +129,7 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
     let parent = cgroup::own_directory().map_err(|e| Error::Unavailable(format!("{e:#}")))?;
     let cgroup = Cgroup::create(&parent).map_err(|e| Error::Unavailable(format!("{e:#}")))?;
     let mut fds = Vec::new();
-    let all: [(ProgType, AttachType, &[Insn]); 3] = [
+    let mut all: Vec<(ProgType, AttachType, &[Insn])> = vec![
         (
             ProgType::CgroupSock,
             AttachType::InetSockCreate,
@@ -113,9 +146,26 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
             &programs.bind6,
         ),
     ];
+    if let Some(post_bind6) = &programs.post_bind6 {
+        all.push((ProgType::CgroupSock, AttachType::Inet6PostBind, post_bind6));
+    }
     for (ty, at, insns) in all {
         let name = format!("forcebind_{}", at.name());
         let fd = loader::load(ty, at, &name, insns).map_err(|e| {
+            // bind6 and post_bind6 read sk_ipv6only with bpf_probe_read_kernel,
+            // which a kernel may not give cgroup programs: then the policy is
+            // refused as before the read existed.
+            if programs.post_bind6.is_some()
+                && matches!(at, AttachType::Inet6Bind | AttachType::Inet6PostBind)
+                && e.errno == Errno::EINVAL
+            {
+                return Error::Unsupported(format!(
+                    "{} (the kernel refused the {} program that reads IPV6_V6ONLY: {})",
+                    codegen::DUAL_STACK_UNSEEN,
+                    at.name(),
+                    e.log
+                ));
+            }
             Error::Unavailable(match e.errno {
                 Errno::EPERM | Errno::EACCES if e.log.is_empty() => format!(
                     "cannot load a BPF program: {} (needs root: CAP_SYS_ADMIN, or CAP_BPF and CAP_NET_ADMIN)",
@@ -164,10 +214,14 @@ pub fn run(
     let attached = load_and_attach(programs)?;
     let cgroup = &attached.cgroup;
     verbose!(
-        "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{})",
+        "engine: bpf (cgroup {}: bind4 {} and bind6 {} instructions{}; raw, ping and SCTP sockets refused{})",
         cgroup.path.display(),
         programs.bind4.len(),
         programs.bind6.len(),
+        match &programs.post_bind6 {
+            Some(p) => format!(", IPV6_V6ONLY read, post_bind6 {} instructions", p.len()),
+            None => String::new(),
+        },
         if judge_listen {
             "; listen() judged by a seccomp notify filter"
         } else {
