@@ -4,9 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use super::btf::{BitPlace, KNOWN_LAYOUT};
 use super::codegen::{self, Facts, Programs};
 use super::insn::Insn;
-use super::interp::Machine;
+use super::interp::{CTX_BASE, CTX_SIZE, Machine, SK_BASE};
 use crate::policy::{BindRequest, Decision, Policy, Purpose, SocketKind};
 use crate::rule::{self, PortRange, Rule};
 
@@ -15,6 +16,7 @@ const FACTS: Facts = Facts {
         first: 32768,
         last: 60999,
     },
+    ipv6only: KNOWN_LAYOUT,
 };
 
 fn rules(args: &[&str]) -> Vec<Rule> {
@@ -39,9 +41,9 @@ fn policy(args: &[&str]) -> Policy {
 }
 
 /// struct bpf_sock_addr for `req`, as the bind hook sees it.
-fn context(req: &BindRequest) -> [u8; 64] {
-    let mut ctx = [0u8; 64];
-    let put = |ctx: &mut [u8; 64], off: i16, bytes: &[u8]| {
+fn context(req: &BindRequest) -> [u8; CTX_SIZE] {
+    let mut ctx = [0u8; CTX_SIZE];
+    let put = |ctx: &mut [u8; CTX_SIZE], off: i16, bytes: &[u8]| {
         ctx[off as usize..off as usize + bytes.len()].copy_from_slice(bytes)
     };
     let family = match req.addr {
@@ -71,12 +73,33 @@ fn context(req: &BindRequest) -> [u8; 64] {
         codegen::CTX_PROTOCOL,
         &(req.kind.protocol as u32).to_ne_bytes(),
     );
+    put(&mut ctx, codegen::CTX_SK, &SK_BASE.to_ne_bytes());
     ctx
+}
+
+/// A struct sock whose sk_ipv6only (at `place`) is `v6only`.
+fn struct_sock(m: &mut Machine, place: BitPlace, v6only: bool) {
+    // Every other bit set, so that a read of the wrong bit shows.
+    m.sk = [0xff; 64];
+    m.sk[place.byte as usize] &= !(1 << place.bit);
+    m.sk[place.byte as usize] |= (v6only as u8) << place.bit;
 }
 
 /// What the kernel binds after the program ran: None for a denial.
 fn run_program(programs: &Programs, req: &BindRequest) -> Option<SocketAddr> {
-    let mut m = Machine { ctx: context(req) };
+    run_program_at(programs, req, FACTS.ipv6only, !req.dual_stack)
+}
+
+/// The same, the socket's sk_ipv6only at `place` and set to `v6only` (which a
+/// racing thread may have changed from what `req` says).
+fn run_program_at(
+    programs: &Programs,
+    req: &BindRequest,
+    place: BitPlace,
+    v6only: bool,
+) -> Option<SocketAddr> {
+    let mut m = Machine::new(context(req), SK_BASE);
+    struct_sock(&mut m, place, v6only);
     let prog = match req.addr {
         SocketAddr::V4(_) => &programs.bind4,
         SocketAddr::V6(_) => &programs.bind6,
@@ -256,6 +279,28 @@ const POLICIES: &[&[&str]] = &[
     ],
     &["-m", "0.0.0.0=127.0.0.1:5", "-m", "[::]=[::1]:6"],
     &["-b", "[::1]", "-b", "127.0.0.1", "-m", ":65535=deny"],
+    // [::] decided by IPV6_V6ONLY.
+    &["-b", "127.0.0.1"],
+    &["-b", "127.0.0.2"],
+    &["-m", "0.0.0.0:80/0=127.0.0.1:8080"],
+    &["-m", "0.0.0.0:443/0=deny"],
+    &["-m", "[::1]=allow", "-m", "0.0.0.0=127.0.0.1"],
+    &["-d", "-m", "0.0.0.0:8000/0=allow"],
+    &[
+        "-m",
+        ":1-1023=deny",
+        "-m",
+        "0.0.0.0:1-1023/0=allow",
+        "-b",
+        "127.0.0.3:*",
+    ],
+    &[
+        "-m",
+        "udp:0.0.0.0/0=127.0.0.9",
+        "-m",
+        "tcp:0.0.0.0:8000-8010/0=deny",
+    ],
+    &["-m", "[::]=[::1]", "-m", "0.0.0.0:0/0=127.0.0.4"],
 ];
 
 #[test]
@@ -264,13 +309,7 @@ fn programs_do_what_decide_says() {
     assert!(requests.len() > 5000, "{}", requests.len());
     let (mut denied, mut rewritten) = (0, 0);
     for args in POLICIES {
-        let mut policy = policy(args);
-        // A policy whose [::] decision needs IPV6_V6ONLY is refused (see
-        // refuses_what_the_programs_cannot_do); with a rule for [::] tried first, as
-        // the refusal suggests, every other section is still compared.
-        if codegen::compile(&policy, &FACTS).is_err_and(|e| e.0 == codegen::DUAL_STACK_UNSEEN) {
-            policy.rules.push(rule::parse_match("[::]=[::1]").unwrap());
-        }
+        let policy = policy(args);
         let programs =
             codegen::compile(&policy, &FACTS).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         for req in &requests {
@@ -301,7 +340,7 @@ fn other_families_are_the_kernels_to_refuse() {
         let mut ctx = context(&req);
         ctx[0..4].copy_from_slice(&(family as u32).to_ne_bytes());
         ctx[4..8].copy_from_slice(&ip4);
-        Machine { ctx }.run(prog)
+        Machine::new(ctx, SK_BASE).run(prog)
     };
     assert_eq!(run(&p.bind4, libc::AF_INET, [0; 4]), 0);
     assert_eq!(run(&p.bind4, libc::AF_UNSPEC, [0; 4]), 0);
@@ -311,7 +350,11 @@ fn other_families_are_the_kernels_to_refuse() {
     assert_eq!(run(&p.bind6, libc::AF_INET, [0; 4]), 1);
     let mut ctx = context(&BindRequest::tcp("[::1]:80".parse().unwrap()));
     ctx[0..4].copy_from_slice(&(libc::AF_INET6 as u32).to_ne_bytes());
-    assert_eq!(Machine { ctx }.run(&p.bind6), 0, "-d denies [::1]:80");
+    assert_eq!(
+        Machine::new(ctx, SK_BASE).run(&p.bind6),
+        0,
+        "-d denies [::1]:80"
+    );
 }
 
 #[test]
@@ -338,19 +381,22 @@ fn refuses_what_the_programs_cannot_do() {
         "ip_local_port_range",
     );
     assert!(codegen::compile(&policy(&["-m", ":1-1023=deny"]), &FACTS).is_ok());
-    // The dual-stack fact, which the kernel does not tell the hook.
-    for args in DUAL_STACK_DEPENDENT {
-        refused(&policy(args), &FACTS, "dual-stack");
-    }
+    // A rewrite to [::] when [::] is decided by IPV6_V6ONLY: post_bind6 could not
+    // tell it from a raced bind. Without the dependence it is carried out.
+    refused(
+        &policy(&["-b", "127.0.0.1", "-m", "[::1]:80=[::]"]),
+        &FACTS,
+        "rewrite to [::]",
+    );
+    assert!(codegen::compile(&policy(&["-m", "[::1]:80=[::]"]), &FACTS).is_ok());
+    // A place of the bit the programs do not read.
+    let far = Facts {
+        ipv6only: BitPlace { byte: 300, bit: 1 },
+        ..FACTS
+    };
+    refused(&policy(&["-b", "127.0.0.1"]), &far, "byte 300");
+    assert!(codegen::compile(&policy(&["-b", "[::1]"]), &far).is_ok());
 }
-
-/// Policies whose `[::]` decision depends on IPV6_V6ONLY: refused.
-const DUAL_STACK_DEPENDENT: &[&[&str]] = &[
-    &["-b", "127.0.0.1"],
-    &["-m", "0.0.0.0:80/0=127.0.0.1:8080"],
-    &["-m", "0.0.0.0:443/0=deny"],
-    &["-m", "[::1]=allow", "-m", "0.0.0.0=127.0.0.1"],
-];
 
 #[test]
 fn sock_create_allows_only_sockets_whose_binds_reach_the_hooks() {
@@ -368,11 +414,11 @@ fn sock_create_allows_only_sockets_whose_binds_reach_the_hooks() {
         (libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP, false),
         (libc::SOCK_DGRAM, 115, false), // L2TP/IP
     ] {
-        let mut ctx = [0u8; 64];
+        let mut ctx = [0u8; CTX_SIZE];
         ctx[4..8].copy_from_slice(&(libc::AF_INET as u32).to_ne_bytes());
         ctx[8..12].copy_from_slice(&(ty as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&(proto as u32).to_ne_bytes());
-        let mut m = Machine { ctx };
+        let mut m = Machine::new(ctx, CTX_BASE);
         assert_eq!(
             m.run(&p.sock_create),
             allowed as u64,
