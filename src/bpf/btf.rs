@@ -115,10 +115,11 @@ fn bit_offset(
         if name(strings, m_name) == field {
             return Some(bits);
         }
-        if m_name == 0 && depth < 4 {
-            if let Some(inner) = bit_offset(types, strings, m_type as usize, field, depth + 1) {
-                return Some(bits + inner);
-            }
+        if m_name == 0
+            && depth < 4
+            && let Some(inner) = bit_offset(types, strings, m_type as usize, field, depth + 1)
+        {
+            return Some(bits + inner);
         }
     }
     None

@@ -200,9 +200,7 @@ pub fn depends_on_ipv6only(policy: &Policy) -> Result<bool, Unsupported> {
     }
     for rule in &policy.rules {
         if let Action::Rewrite { ips, .. } = &rule.action
-            && ips
-                .iter()
-                .any(|ip| *ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+            && ips.contains(&IpAddr::V6(Ipv6Addr::UNSPECIFIED))
         {
             return Err(Unsupported(format!(
                 "rule '{}': a rewrite to [::] in a policy that decides [::] by IPV6_V6ONLY cannot be checked after the bind by the bpf engine (use --engine notify)",
@@ -739,9 +737,11 @@ fn merge(mut spans: Vec<PortRange>) -> Vec<PortRange> {
 ///   socket of the final mode gets the same address; a v4-mapped address on a socket
 ///   that turned IPv6-only fails with EINVAL in __inet6_bind.
 /// - `[::]` at a port the final mode's own `[::]` decision allows: reachable.
+///
 /// So the escape of the race, a dual-stack `[::]` serving IPv4 on every address
 /// under a policy that rewrites or denies that, always fails with EPERM; a bind that
 /// did not race is never refused, since it ends where `decide` sends it.
+///
 /// Only TCP and UDP sockets get here (sock_create refuses the rest; MPTCP binds its
 /// TCP subflow, UDP-Lite is UDP to `decide`); any other class is denied.
 fn post_bind6(policy: &Policy, facts: &Facts) -> Result<Vec<Insn>, Unsupported> {
