@@ -1,7 +1,9 @@
 // bpf/insn.rs: eBPF instructions (struct bpf_insn, <linux/bpf.h>) and a small
 // assembler with forward labels, for the few instructions force-bind's programs use:
 // 32-bit loads from and stores to the context, 32-bit moves and ANDs, byte swaps,
-// 32-bit conditional jumps (JMP32, Linux 5.1) and exit.
+// 32-bit conditional jumps (JMP32, Linux 5.1) and exit; and, to read IPV6_V6ONLY
+// (codegen.rs), a 64-bit load (ctx->sk), a 64-bit add to a stack pointer, a helper
+// call and a byte load from the stack.
 //
 // The conditional jumps are JMP32 on purpose: a context field is loaded zero-extended
 // into a 64-bit register, while a 64-bit JMP compares it with its immediate
