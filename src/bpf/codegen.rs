@@ -659,7 +659,10 @@ fn read_ipv6only(a: &mut Asm, facts: &Facts, v6only: &str) -> Result<(), Unsuppo
 /// `depends_on_ipv6only` refuses, no other request ends on `[::]`: a v4-mapped one
 /// stays v4-mapped, an IPv4 target on `[::]` is bound mapped, and any other IPv6
 /// address is not `[::]`.) `decide` is the one judge; it is asked once per span of
-/// ports over which no rule's port range starts or ends.
+/// ports over which no rule's port range starts or ends. The ephemeral ports are
+/// ip_local_port_range as read at start: widened while the program runs, a port-0
+/// bind given a port outside it may fail with EPERM (closed, not open), since
+/// post_bind6 sees only the port the kernel picked.
 pub fn wildcard_ports(
     policy: &Policy,
     facts: &Facts,
