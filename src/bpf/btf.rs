@@ -145,6 +145,25 @@ pub fn ipv6only_place(blob: &[u8]) -> Option<BitPlace> {
     })
 }
 
+/// Whether the kernel of `blob` undoes a bind that post_bind6 refuses: struct proto
+/// has put_port, added with the fix that calls it on that path ("net: bpf: Handle
+/// return value of BPF_CGROUP_RUN_PROG_INET{4,6}_POST_BIND()", 2022: not in 5.10,
+/// in 6.1). Before it the refused socket kept its port in the bind hash (a TCP one
+/// could listen() on it, a UDP one kept receiving). None when the blob does not say.
+pub fn undoes_refused_binds(blob: &[u8]) -> Option<bool> {
+    let (types, strings) = composites(blob)?;
+    let proto = types
+        .iter()
+        .flatten()
+        .find(|c| name(strings, c.name) == b"proto" && c.members.len() > 8)?;
+    Some(
+        proto
+            .members
+            .iter()
+            .any(|&(m, _, _)| name(strings, m) == b"put_port"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +304,43 @@ mod tests {
     }
 
     #[test]
+    fn finds_whether_a_refused_bind_is_undone() {
+        let proto = |put_port: bool| {
+            let mut b = Blob::new();
+            b.int("u8");
+            // A struct proto of another header (vlen 1), to be passed over.
+            b.composite("proto", KIND_STRUCT, false, &[("x", 1, 0)]);
+            let mut members: Vec<(&str, u32, u32)> = [
+                "close",
+                "pre_connect",
+                "connect",
+                "disconnect",
+                "accept",
+                "ioctl",
+                "init",
+                "destroy",
+                "shutdown",
+                "hash",
+                "unhash",
+                "get_port",
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (*m, 1, 64 * i as u32))
+            .collect();
+            if put_port {
+                members.push(("put_port", 1, 64 * 12));
+            }
+            b.composite("proto", KIND_STRUCT, false, &members);
+            b.finish()
+        };
+        assert_eq!(undoes_refused_binds(&proto(true)), Some(true));
+        assert_eq!(undoes_refused_binds(&proto(false)), Some(false));
+        assert_eq!(undoes_refused_binds(&kernel_like(152)), None);
+        assert_eq!(undoes_refused_binds(b"junk"), None);
+    }
+
+    #[test]
     fn says_nothing_for_what_it_cannot_read() {
         assert_eq!(ipv6only_place(&[]), None);
         assert_eq!(ipv6only_place(b"not btf at all, not at all"), None);
@@ -304,12 +360,20 @@ mod tests {
     }
 
     /// This machine's own BTF, when it has one, agrees with the known layout (the
-    /// layout codegen.rs falls back on when there is none).
+    /// layout codegen.rs falls back on when there is none) and, on 6.1 and later,
+    /// has put_port.
     #[test]
     fn this_kernels_btf_agrees_with_the_known_layout() {
         let Ok(blob) = std::fs::read("/sys/kernel/btf/vmlinux") else {
             return;
         };
         assert_eq!(ipv6only_place(&blob), Some(KNOWN_LAYOUT));
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(['.', '-'])
+            .filter_map(|w| w.parse::<u32>().ok());
+        if (v.next().unwrap(), v.next().unwrap()) >= (6, 1) {
+            assert_eq!(undoes_refused_binds(&blob), Some(true));
+        }
     }
 }

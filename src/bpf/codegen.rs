@@ -97,7 +97,15 @@ pub struct Facts {
     pub ephemeral_ports: PortRange,
     /// Where struct sock keeps sk_ipv6only (bpf/btf.rs).
     pub ipv6only: BitPlace,
+    /// Whether a bind that post_bind6 refuses is undone, its port given back
+    /// (btf::undoes_refused_binds); without it post_bind6 cannot close the race.
+    pub refused_binds_undone: bool,
 }
+
+/// Why a policy whose `[::]` decision depends on IPV6_V6ONLY is refused on a kernel
+/// that keeps the port of a bind post_bind6 refuses (before 2022's put_port, e.g.
+/// 5.10): the raced socket would keep [::]:P and could still listen() or receive.
+pub const DUAL_STACK_UNDONE_MISSING: &str = "a dual-stack [::] bind would meet this policy's IPv4 rules, and this kernel does not undo a bind that the bpf engine refuses after the fact (struct proto has no put_port: Linux 5.10 and the like), so a race with IPV6_V6ONLY could not be closed: add a rule for IPv6 binds (e.g. -b '[::1]') or use --engine notify";
 
 /// Why a policy whose `[::]` decision depends on IPV6_V6ONLY is refused on a kernel
 /// whose verifier does not let the programs read it (bpf/mod.rs finds that out by
@@ -152,6 +160,9 @@ pub fn compile(policy: &Policy, facts: &Facts) -> Result<Programs, Unsupported> 
     let bind4 = bind_program(policy, facts, Family::V4)?;
     let bind6 = bind_program(policy, facts, Family::V6)?;
     let post_bind6 = match depends_on_ipv6only(policy)? {
+        true if !facts.refused_binds_undone => {
+            return Err(Unsupported(DUAL_STACK_UNDONE_MISSING.into()));
+        }
         true => Some(post_bind6(policy, facts)?),
         false => None,
     };
@@ -743,7 +754,10 @@ fn merge(mut spans: Vec<PortRange>) -> Vec<PortRange> {
 ///
 /// So the escape of the race, a dual-stack `[::]` serving IPv4 on every address
 /// under a policy that rewrites or denies that, always fails with EPERM; a bind that
-/// did not race is never refused, since it ends where `decide` sends it.
+/// did not race is never refused, since it ends where `decide` sends it. That needs
+/// a kernel that gives the port back when the program refuses (put_port, 2022: 6.1
+/// has it, 5.10 not, where the socket kept [::]:P and could listen() on it or
+/// receive datagrams there): `compile` refuses the policy on the others.
 ///
 /// Only TCP and UDP sockets get here (sock_create refuses the rest; MPTCP binds its
 /// TCP subflow, UDP-Lite is UDP to `decide`); any other class is denied.

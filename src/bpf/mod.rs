@@ -65,24 +65,28 @@ impl From<anyhow::Error> for Error {
 /// The programs for `policy` on this kernel, or why the engine cannot carry it out.
 pub fn compile(policy: &Policy) -> Result<Programs, Error> {
     let unsupported = |e: codegen::Unsupported| Error::Unsupported(e.0);
-    // BTF is read (a few MB) only for a policy that needs the bit.
-    let ipv6only = match codegen::depends_on_ipv6only(policy).map_err(unsupported)? {
-        true => ipv6only_place(),
-        false => btf::KNOWN_LAYOUT,
-    };
+    // BTF is read (a few MB) only for a policy that needs it.
+    let (ipv6only, refused_binds_undone) =
+        match codegen::depends_on_ipv6only(policy).map_err(unsupported)? {
+            true => kernel_btf(),
+            false => (btf::KNOWN_LAYOUT, true),
+        };
     let facts = Facts {
         ephemeral_ports: ephemeral_ports(),
         ipv6only,
+        refused_binds_undone,
     };
     codegen::compile(policy, &facts).map_err(unsupported)
 }
 
-/// Where struct sock keeps sk_ipv6only: from the kernel's BTF when it has some,
-/// else the layout every kernel since 3.x has (bpf/btf.rs).
-fn ipv6only_place() -> btf::BitPlace {
+/// From the kernel's BTF: where struct sock keeps sk_ipv6only (else the layout
+/// every kernel since 3.x has), and whether a bind post_bind6 refuses is undone
+/// (else not: fail closed). bpf/btf.rs.
+fn kernel_btf() -> (btf::BitPlace, bool) {
     const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-    let (place, from) = match std::fs::read(VMLINUX) {
-        Ok(blob) => match btf::ipv6only_place(&blob) {
+    let blob = std::fs::read(VMLINUX);
+    let (place, from) = match &blob {
+        Ok(blob) => match btf::ipv6only_place(blob) {
             Some(place) => (place, VMLINUX.to_string()),
             None => (
                 btf::KNOWN_LAYOUT,
@@ -99,7 +103,12 @@ fn ipv6only_place() -> btf::BitPlace {
         place.bit,
         place.byte
     );
-    place
+    let undone = blob
+        .as_deref()
+        .ok()
+        .and_then(btf::undoes_refused_binds)
+        .unwrap_or(false);
+    (place, undone)
 }
 
 /// net.ipv4.ip_local_port_range (it covers IPv6 too).

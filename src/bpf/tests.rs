@@ -17,6 +17,7 @@ const FACTS: Facts = Facts {
         last: 60999,
     },
     ipv6only: KNOWN_LAYOUT,
+    refused_binds_undone: true,
 };
 
 fn rules(args: &[&str]) -> Vec<Rule> {
@@ -396,6 +397,13 @@ fn refuses_what_the_programs_cannot_do() {
     };
     refused(&policy(&["-b", "127.0.0.1"]), &far, "byte 300");
     assert!(codegen::compile(&policy(&["-b", "[::1]"]), &far).is_ok());
+    // A kernel that keeps the port of a bind post_bind6 refuses (5.10).
+    let keeps = Facts {
+        refused_binds_undone: false,
+        ..FACTS
+    };
+    refused(&policy(&["-b", "127.0.0.1"]), &keeps, "does not undo");
+    assert!(codegen::compile(&policy(&["-b", "127.0.0.1", "-b", "[::1]"]), &keeps).is_ok());
 }
 
 #[test]

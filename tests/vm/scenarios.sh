@@ -219,20 +219,30 @@ expect "a port-0 socket's listen is judged" 1 "^error 1 " \
     $bpf -d -m ":$((p + 1))=allow" bindprobe --port 0 --listen
 # An IPv4 rule alone: bind6 reads IPV6_V6ONLY (bpf_probe_read_kernel, 5.5) and
 # decides [::] per mode; post_bind6 refuses what a race with setsockopt could leave.
-next_port
-expect "IPv4 rule alone: dual-stack [::] to the mapped address" 0 "^bound 6 \[::ffff:127\.0\.0\.4\]:$p " \
-    $bpf -b 127.0.0.4 bindprobe --family 6 --addr :: --v6only 0 --port "$p"
-expect "IPv4 rule alone: IPv6-only [::] untouched" 0 "^bound 6 \[::\]:$p " \
-    $bpf -b 127.0.0.4 bindprobe --family 6 --addr :: --v6only 1 --port "$p"
-expect "IPv4 rule alone: -v says where IPV6_V6ONLY is read" 0 "IPV6_V6ONLY read from bit 5 of byte 19 of struct sock \(/sys/kernel/btf/vmlinux|IPV6_V6ONLY read from bit 5 of byte 19 of struct sock \(the known layout" \
-    $bpf -v -b 127.0.0.4 true
-next_port
-expect "an IPv4 deny denies a dual-stack [::]" 1 "^error 1 " \
-    $bpf -m "0.0.0.0:$p/0=deny" bindprobe --family 6 --addr :: --v6only 0 --port "$p"
-expect "an IPv4 deny leaves an IPv6-only [::]" 0 "^bound 6 \[::\]:$p " \
-    $bpf -m "0.0.0.0:$p/0=deny" bindprobe --family 6 --addr :: --v6only 1 --port "$p"
-expect "IPV6_V6ONLY flipped during the bind: never a dual-stack [::]" 0 "^tries [0-9]+ bound [0-9]+ escapes 0$" \
-    sh -c 'ulimit -n 65536 2>/dev/null; exec "$@"' sh $bpf -b 127.0.0.1 escape_v6flip 3
+# That needs a kernel that gives back the port of a refused bind (struct proto's
+# put_port, 2022): 6.1 has it, 5.10 does not, and refuses such a policy instead.
+case $(uname -r) in
+5.10.*)
+    expect "IPv4 rule alone: refused where a refused bind keeps its port (5.10)" 2 "does not undo a bind" \
+        $bpf -b 127.0.0.4 true
+    ;;
+*)
+    next_port
+    expect "IPv4 rule alone: dual-stack [::] to the mapped address" 0 "^bound 6 \[::ffff:127\.0\.0\.4\]:$p " \
+        $bpf -b 127.0.0.4 bindprobe --family 6 --addr :: --v6only 0 --port "$p"
+    expect "IPv4 rule alone: IPv6-only [::] untouched" 0 "^bound 6 \[::\]:$p " \
+        $bpf -b 127.0.0.4 bindprobe --family 6 --addr :: --v6only 1 --port "$p"
+    expect "IPv4 rule alone: -v says where IPV6_V6ONLY is read" 0 "IPV6_V6ONLY read from bit 5 of byte 19 of struct sock \(/sys/kernel/btf/vmlinux|IPV6_V6ONLY read from bit 5 of byte 19 of struct sock \(the known layout" \
+        $bpf -v -b 127.0.0.4 true
+    next_port
+    expect "an IPv4 deny denies a dual-stack [::]" 1 "^error 1 " \
+        $bpf -m "0.0.0.0:$p/0=deny" bindprobe --family 6 --addr :: --v6only 0 --port "$p"
+    expect "an IPv4 deny leaves an IPv6-only [::]" 0 "^bound 6 \[::\]:$p " \
+        $bpf -m "0.0.0.0:$p/0=deny" bindprobe --family 6 --addr :: --v6only 1 --port "$p"
+    expect "IPV6_V6ONLY flipped during the bind: never a dual-stack [::]" 0 "^tries [0-9]+ bound [0-9]+ escapes 0$" \
+        sh -c 'ulimit -n 65536 2>/dev/null; exec "$@"' sh $bpf -b 127.0.0.1 escape_v6flip 3
+    ;;
+esac
 expect "a rewrite to [::] where [::] depends on IPV6_V6ONLY is refused" 2 "rewrite to \[::\]" \
     $bpf -b 127.0.0.1 -m "[::1]:80=[::]" true
 refute "the cgroup is removed" "force-bind-" ls /sys/fs/cgroup
