@@ -30,7 +30,8 @@
 // inherited socket, a port-0 bind the kernel could give a denied port, and a rewrite
 // to `[::]` in a policy whose `[::]` decision depends on IPV6_V6ONLY (post_bind6
 // could not tell its result from a raced bind). A kernel whose verifier refuses the
-// read (bpf/mod.rs) refuses the policy with DUAL_STACK_UNSEEN.
+// read (bpf/mod.rs) refuses the policy with DUAL_STACK_UNSEEN, one that does not
+// undo a bind post_bind6 refuses (5.10) with DUAL_STACK_UNDONE_MISSING.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
