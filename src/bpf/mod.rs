@@ -162,11 +162,12 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
         let name = format!("forcebind_{}", at.name());
         let fd = loader::load(ty, at, &name, insns).map_err(|e| {
             // bind6 and post_bind6 read sk_ipv6only with bpf_probe_read_kernel,
-            // which a kernel may not give cgroup programs: then the policy is
-            // refused as before the read existed.
+            // which a kernel may not give cgroup programs (EINVAL: unknown func),
+            // nor a loader without CAP_PERFMON (EACCES: the pointer "leaks" into
+            // the helper): then the policy is refused as before the read existed.
             if programs.post_bind6.is_some()
                 && matches!(at, AttachType::Inet6Bind | AttachType::Inet6PostBind)
-                && e.errno == Errno::EINVAL
+                && (e.errno == Errno::EINVAL || (e.errno == Errno::EACCES && !e.log.is_empty()))
             {
                 return Error::Unsupported(format!(
                     "{} (the kernel refused the {} program that reads IPV6_V6ONLY: {})",
