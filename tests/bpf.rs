@@ -179,6 +179,23 @@ bpf_test! {
         }
     }
 
+    /// Without CAP_PERFMON the verifier does not give cgroup programs
+    /// bpf_probe_read_kernel: a policy that needs IPV6_V6ONLY is refused (exit 2, one
+    /// line, the verifier's reason), found by the load failing.
+    fn without_perfmon_the_ipv6only_read_is_refused() {
+        let Some(paths) = require(&["setpriv"]) else { return };
+        let drop = ["--bounding-set=-sys_admin,-perfmon", "--inh-caps=-sys_admin,-perfmon"];
+        let mut args: Vec<&str> = drop.to_vec();
+        args.extend([force_bind_bin(), "--engine", "bpf", "-b", "127.0.0.2", "true"]);
+        let f = run(command(&paths[0], &args));
+        assert_eq!(f.code(), Some(2), "{f}");
+        assert_eq!(f.stderr_lines().len(), 1, "{f}");
+        assert!(
+            f.stderr.contains("dual-stack") && f.stderr.contains("bpf_probe_read_kernel"),
+            "{f}"
+        );
+    }
+
     /// A port range moves only its own ports; an IPv4 rule with an IPv6 one for
     /// `[::]`.
     fn port_ranges() {
