@@ -233,9 +233,7 @@ engine_tests! {
 
     /// A replace rule that cannot be carried out is skipped and the next rule
     /// decides: `-d -m :Q=sd=0` without activation denies.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn unpassed_socket_leaves_the_bind_to_the_next_rule(engine: Engine) not for Bpf {
+    fn unpassed_socket_leaves_the_bind_to_the_next_rule(engine: Engine) {
         let q = free_port();
         let (rule, port) = (format!(":{q}=sd=0"), q.to_string());
         let f = run(force_bind(engine, &["-d", "-m", &rule, bindprobe(), "--port", &port]));

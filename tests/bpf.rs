@@ -87,8 +87,117 @@ bpf_test! {
         assert!(!f.stdout.contains("error"), "{f}");
     }
 
+    /// An IPv4 rule alone: a dual-stack `[::]` bind meets it and is rewritten to
+    /// the mapped address, an IPv6-only one is not, as decide says; bind6 reads the
+    /// socket's IPV6_V6ONLY, and -v says where it found the bit.
+    fn ipv4_rule_alone_decides_wildcard_by_ipv6only() {
+        let p = free_port();
+        let ps = p.to_string();
+        let rules = ["-b", "127.0.0.2"];
+        let f = probe(&rules, &["--family", "6", "--addr", "::", "--v6only", "0", "--port", &ps]);
+        assert_eq!(single_bound(&f), v6("::ffff:127.0.0.2", p), "{f}");
+        let f = probe(&rules, &["--family", "6", "--addr", "::", "--v6only", "1", "--port", &ps]);
+        assert_eq!(single_bound(&f), v6("::", p), "{f}");
+        let f = probe(&rules, &["--family", "6", "--addr", "::", "--v6only", "0", "--port", "0"]);
+        assert_eq!(single_bound(&f).ip(), v6("::ffff:127.0.0.2", 0).ip(), "{f}");
+        let f = probe(&rules, &["--family", "6", "--addr", "::1", "--port", &ps]);
+        assert_eq!(single_bound(&f), v6("::1", p), "{f}");
+        let f = probe(&rules, &["--udp", "--family", "6", "--addr", "::", "--v6only", "0", "--port", &ps]);
+        assert_eq!(single_bound(&f), v6("::ffff:127.0.0.2", p), "{f}");
+        // A deny of IPv4 port P: a dual [::]:P is denied, a v6only one binds.
+        let rules = ["-m", &format!("0.0.0.0:{p}/0=deny")];
+        let f = probe(&rules, &["--family", "6", "--addr", "::", "--v6only", "0", "--port", &ps]);
+        assert_eq!(f.probe()[..1], [Probe::Error(libc::EPERM)], "{f}");
+        let f = probe(&rules, &["--family", "6", "--addr", "::", "--v6only", "1", "--port", &ps]);
+        assert_eq!(single_bound(&f), v6("::", p), "{f}");
+        let mut args = vec!["-v", "-b", "127.0.0.2"];
+        args.push("true");
+        let f = run(force_bind(Engine::Bpf, &args));
+        f.assert_success();
+        assert!(f.stderr.contains("IPV6_V6ONLY read from bit") && f.stderr.contains("post_bind6"), "{f}");
+    }
+
+    /// `-b 127.0.0.2` alone on real dual-stack servers (nginx `ipv6only=off`, node,
+    /// a static Go binary, python3 --bind ::): each listens on ::ffff:127.0.0.2:P
+    /// only (/proc/net/tcp6), answers there over IPv4, and not on 127.0.0.1 or ::1,
+    /// where a dual-stack [::] would also answer.
+    fn ipv4_rule_alone_on_dual_stack_servers() {
+        let p = free_port();
+        let nginx_dir = tmp_path("bpf-nginx");
+        let servers: Vec<(&str, Option<Vec<String>>)> = vec![
+            ("nginx", find_program("nginx").map(|nginx| {
+                fs::create_dir_all(&nginx_dir).expect("nginx dir");
+                let conf = nginx_dir.join("nginx.conf");
+                let d = nginx_dir.display();
+                fs::write(
+                    &conf,
+                    format!(
+                        "daemon off; master_process on; worker_processes 1; user root; pid {d}/nginx.pid;\n\
+                         error_log stderr notice; events {{ worker_connections 64; }}\n\
+                         http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;\n\
+                         fastcgi_temp_path {d}/fc; uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;\n\
+                         server {{ listen [::]:{p} ipv6only=off; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+                    ),
+                )
+                .expect("nginx.conf");
+                [nginx.as_str(), "-p", &d.to_string(), "-e", "stderr", "-c", conf.to_str().unwrap()]
+                    .map(String::from)
+                    .to_vec()
+            })),
+            ("node", find_program("node").map(|node| {
+                let code = format!("require('http').createServer((q,s)=>s.end('ok')).listen({p})");
+                vec![node, "-e".into(), code]
+            })),
+            ("go", find_program("go").map(|go| vec![gosrv(&go).to_string(), format!(":{p}")])),
+            ("python3", Some(
+                [python3(), "-m", "http.server", &p.to_string(), "--bind", "::"].map(String::from).to_vec(),
+            )),
+        ];
+        for (name, argv) in servers {
+            let Some(argv) = argv else {
+                return skip(&format!("{name} is not installed"));
+            };
+            let mut args = vec!["-b", "127.0.0.2"];
+            args.extend(argv.iter().map(String::as_str));
+            let mut server = Proc::spawn(bpf_in_netns(&args));
+            let want = std::collections::BTreeSet::from([tcp(v6("::ffff:127.0.0.2", p))]);
+            wait_listeners(&mut server, &[p], &want);
+            let answers = in_netns_of(server.pid(), || {
+                [v4("127.0.0.2", p), v4("127.0.0.1", p), v6("::1", p)]
+                    .map(|a| (a, std::net::TcpStream::connect_timeout(&a, WAIT).is_ok()))
+            });
+            assert_eq!(
+                answers.map(|a| a.map(|(_, ok)| ok)),
+                Ok([true, false, false]),
+                "{name}\n{}",
+                server.context()
+            );
+            let status = in_netns_of(server.pid(), || http_get_retry(v4("127.0.0.2", p), WAIT)).and_then(|r| r);
+            assert_eq!(status, Ok(200), "{name}\n{}", server.context());
+            assert_no_other_listeners(&server, &[p]);
+            server.kill();
+        }
+    }
+
+    /// Without CAP_PERFMON the verifier does not give cgroup programs
+    /// bpf_probe_read_kernel: a policy that needs IPV6_V6ONLY is refused (exit 2, one
+    /// line, the verifier's reason), found by the load failing.
+    fn without_perfmon_the_ipv6only_read_is_refused() {
+        let Some(paths) = require(&["setpriv"]) else { return };
+        let drop = ["--bounding-set=-sys_admin,-perfmon", "--inh-caps=-sys_admin,-perfmon"];
+        let mut args: Vec<&str> = drop.to_vec();
+        args.extend([force_bind_bin(), "--engine", "bpf", "-b", "127.0.0.2", "true"]);
+        let f = run(command(&paths[0], &args));
+        assert_eq!(f.code(), Some(2), "{f}");
+        assert_eq!(f.stderr_lines().len(), 1, "{f}");
+        assert!(
+            f.stderr.contains("dual-stack") && f.stderr.contains("bpf_probe_read_kernel"),
+            "{f}"
+        );
+    }
+
     /// A port range moves only its own ports; an IPv4 rule with an IPv6 one for
-    /// `[::]` (the bind6 hook cannot tell a dual-stack socket from an IPv6-only one).
+    /// `[::]`.
     fn port_ranges() {
         let p = free_ports(4);
         let rules = ["-b", "[::1]", "-m", &format!("0.0.0.0:{p}-{}/0=127.0.0.3", p + 2)];
@@ -103,10 +212,12 @@ bpf_test! {
 
     /// What the programs cannot carry out is refused at start, one line, exit 2.
     fn refuses_what_the_kernel_cannot_do() {
-        let f = run(force_bind(Engine::Bpf, &["-b", "127.0.0.1", "true"]));
+        // A rewrite to [::] where [::] is decided by IPV6_V6ONLY: post_bind6 could
+        // not tell it from a raced bind.
+        let f = run(force_bind(Engine::Bpf, &["-b", "127.0.0.1", "-m", "[::1]:80=[::]", "true"]));
         assert_eq!(f.code(), Some(2), "{f}");
         assert_eq!(f.stderr_lines().len(), 1, "{f}");
-        assert!(f.stderr.contains("dual-stack") && f.stderr.contains("--engine notify"), "{f}");
+        assert!(f.stderr.contains("rewrite to [::]") && f.stderr.contains("--engine notify"), "{f}");
         let f = run(force_bind(Engine::Bpf, &["-d", "-m", ":40000-40100=deny", "true"]));
         assert_eq!(f.code(), Some(2), "{f}");
         assert!(f.stderr.contains("ip_local_port_range"), "{f}");

@@ -57,9 +57,7 @@ fn with_inherited_fd3(engine: Engine, args: &[&str]) -> (std::process::Command, 
 
 engine_tests! {
     /// A 64-bit program may switch to the i386 ABI with `int $0x80` at any time.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn i386_binds_from_a_64_bit_program(engine: Engine) not for Bpf {
+    fn i386_binds_from_a_64_bit_program(engine: Engine) {
         for mode in ["direct", "socketcall"] {
             let f = run(force_bind(engine, &["-b", "127.0.0.6", int80_64(), mode, "0.0.0.0", "0"]));
             if engine == Engine::OldKernel {
@@ -76,8 +74,7 @@ engine_tests! {
         }
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn a_32_bit_program_is_held_to_the_policy(engine: Engine) not for Bpf {
+    fn a_32_bit_program_is_held_to_the_policy(engine: Engine) {
         let (glibc32, int80_32) = match (build32("static_bind"), build32("int80_bind")) {
             (Ok(glibc32), Ok(int80_32)) => (glibc32, int80_32),
             (Err(why), _) | (_, Err(why)) => return skip(&why),
@@ -140,9 +137,7 @@ engine_tests! {
 
     /// listen() on a socket nobody bound binds it to 0.0.0.0 (or [::]) on an
     /// ephemeral port: that implicit bind meets the policy like an explicit one.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn listen_on_an_unbound_socket_is_judged(engine: Engine) not for Bpf {
+    fn listen_on_an_unbound_socket_is_judged(engine: Engine) {
         let code = "import socket, sys\n\
                     fam = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET\n\
                     s = socket.socket(fam)\n\
@@ -173,9 +168,7 @@ engine_tests! {
 
     /// setsockopt(SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD) binds addresses too: refused
     /// (under bpf no SCTP socket can exist instead).
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn sctp_bindx_is_refused(engine: Engine) not for Bpf {
+    fn sctp_bindx_is_refused(engine: Engine) {
         let code = "import socket\n\
                     s = socket.socket()\n\
                     try:\n    \
@@ -198,9 +191,7 @@ engine_tests! {
     /// The C force-bind's listed race: one thread binds an allowed address while
     /// another swaps in a denied one. Every engine binds the bytes it checked.
     /// bindrace binds port 0, so the deny names port 0 (`-d` alone lets it through).
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn the_sockaddr_race_never_wins(engine: Engine) not for Bpf {
+    fn the_sockaddr_race_never_wins(engine: Engine) {
         let f = run(force_bind(engine, &[
             "-d", "-m", ":0=deny", "-m", "127.0.0.1=allow",
             bindrace(), "127.0.0.1", "127.0.0.2", "20000",

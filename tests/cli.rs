@@ -115,14 +115,12 @@ engine_tests! {
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn double_dash_ends_options(engine: Engine) not for Bpf {
+    fn double_dash_ends_options(engine: Engine) {
         let f = run(force_bind(engine, &["-b", "127.0.0.3", "--", "sh", "-c", "exit 4"]));
         assert_eq!(f.code(), Some(4), "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn quiet_verbose_debug_accepted(engine: Engine) not for Bpf {
+    fn quiet_verbose_debug_accepted(engine: Engine) {
         let f = run(force_bind(engine, &["-q", "-b", "127.0.0.3", bindprobe()]));
         f.assert_success();
         assert_eq!(f.stderr, "", "-q prints nothing\n{f}");

@@ -95,8 +95,7 @@ engine_tests! {
         }
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn unix_socket_bind_is_never_touched(engine: Engine) not for Bpf {
+    fn unix_socket_bind_is_never_touched(engine: Engine) {
         let path = tmp_path("unix.sock");
         let path_s = path.to_str().unwrap();
         let f = probe(engine, &["-d"], &["--unix", path_s]);

@@ -39,13 +39,15 @@ fn race(f: &Finished) -> Race {
     }
 }
 
-/// Without bpf in reach of this policy (-v wants bind events, and an IPv4 rule alone
-/// is refused by bpf until dual-stack lands), auto takes notify; tests/auto.rs covers
-/// when it takes bpf.
+/// A policy the bpf engine cannot carry out (an fd= replacement), on a kernel with
+/// user notification and pidfd_getfd: auto takes notify; tests/auto.rs covers when
+/// it takes bpf.
 #[test]
 fn auto_picks_notify_on_this_kernel() {
     let f = run(force_bind_plain(&[
         "-v",
+        "-m",
+        ":1=fd=97",
         "-b",
         "127.0.0.5",
         bindprobe(),
@@ -139,9 +141,7 @@ fn open_fds(pid: i32) -> usize {
 engine_tests! {
     /// The supervisor keeps no descriptor per bind: its count after 5,000 binds is
     /// the count after 50.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn supervisor_descriptors_stay_flat(engine: Engine) not for Bpf {
+    fn supervisor_descriptors_stay_flat(engine: Engine) {
         let mut counts = Vec::new();
         for tries in ["50", "5000"] {
             let mut p = Proc::spawn_with_stdin(force_bind(
@@ -192,9 +192,7 @@ engine_tests! {
 
     /// The supervisor binds with its own credentials, but must not grant more than
     /// the program has: a privileged port needs the program's CAP_NET_BIND_SERVICE.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn privileged_port_needs_the_programs_capability(engine: Engine) not for Bpf {
+    fn privileged_port_needs_the_programs_capability(engine: Engine) {
         let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1024);
         // SAFETY: geteuid has no preconditions.

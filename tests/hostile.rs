@@ -324,9 +324,7 @@ engine_tests! {
     /// One thread keeps making hostile binds while another binds normally: every
     /// normal bind is served (rewritten), every hostile case gets the same answer in
     /// every round, and force-bind exits with the target's status.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn hostile_thread_does_not_stop_a_normal_one(engine: Engine) not for Bpf {
+    fn hostile_thread_does_not_stop_a_normal_one(engine: Engine) {
         let f = run(force_bind(engine, &[
             "-b", "127.0.0.1:0", hostile_bind(), "threads", ROUNDS, "127.0.0.2",
         ]));

@@ -87,8 +87,7 @@ engine_tests! {
         assert!(!f.stderr.contains("panicked"), "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn m_rewrites_to_a_name_and_port(engine: Engine) not for Bpf {
+    fn m_rewrites_to_a_name_and_port(engine: Engine) {
         let Some(_) = require(&[]) else { return };
         let (p, q) = (free_port(), free_port());
         let (p_s, rule) = (p.to_string(), format!(":{p}=other.internal:{q}"));
@@ -122,8 +121,7 @@ engine_tests! {
         assert_eq!(denied.code(), Some(1), "{denied}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn b_name_resolved_by_dns(engine: Engine) not for Bpf {
+    fn b_name_resolved_by_dns(engine: Engine) {
         let Some(paths) = require(&["dnsmasq"]) else { return };
         // The DNS server first, in new namespaces; force-bind then joins them.
         let dns_args = dnsmasq_args(&paths[0], 53, &["/dns.internal/127.0.0.6"]);

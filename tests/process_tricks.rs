@@ -116,32 +116,24 @@ fn group_gone(pgid: i32) -> bool {
 engine_tests! {
     /// clone3 with a fork's flags, called directly (not through glibc). Not for the
     /// ptrace engines: they refuse clone3 (ENOSYS, README), so there is no such child.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn clone3_fork_child_is_rewritten(engine: Engine) not for Ptrace, OldKernel, Bpf {
+    fn clone3_fork_child_is_rewritten(engine: Engine) not for Ptrace, OldKernel {
         assert_rewritten(engine, "clone3-fork");
     }
 
     /// clone3(CLONE_VM|CLONE_VFORK) with a stack of its own: a child that shares the
     /// parent's memory and is neither a thread nor a fork. Not for the ptrace engines:
     /// they refuse clone3 (ENOSYS, README), so there is no such child.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn clone3_vm_child_is_rewritten(engine: Engine) not for Ptrace, OldKernel, Bpf {
+    fn clone3_vm_child_is_rewritten(engine: Engine) not for Ptrace, OldKernel {
         assert_rewritten(engine, "clone3-vm");
     }
 
     /// glibc's pthread_create, which is clone3(CLONE_THREAD|...) on glibc >= 2.34.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn clone3_thread_is_rewritten(engine: Engine) not for Bpf {
+    fn clone3_thread_is_rewritten(engine: Engine) {
         assert_rewritten(engine, "clone3-thread");
     }
 
     /// A vfork child binds before _exit; another vfork child execs and binds.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn vfork_children_are_rewritten(engine: Engine) not for Bpf {
+    fn vfork_children_are_rewritten(engine: Engine) {
         assert_rewritten(engine, "vfork");
         assert_rewritten(engine, "vfork-exec");
     }
@@ -150,9 +142,7 @@ engine_tests! {
     /// child automatically. The seccomp filter is inherited all the same: under the
     /// ptrace engine the child's binds find no tracer and fail (ENOSYS, fail closed);
     /// under the notify engine they are handled like any other.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn untraced_children_do_not_escape(engine: Engine) not for Bpf {
+    fn untraced_children_do_not_escape(engine: Engine) {
         for mode in ["clone3-untraced", "clone-untraced"] {
             if let (Some(f), Engine::Notify) = (assert_no_escape(engine, mode), engine) {
                 assert_eq!(one_bound(&f), ip(REWRITTEN), "{f}");
@@ -164,9 +154,7 @@ engine_tests! {
     /// and lets each seccomp stop continue unchanged: SECCOMP_RET_TRACE reports to
     /// whichever tracer is attached, so force-bind must not let a child escape its
     /// own tracing.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn child_traced_by_the_program_does_not_escape(engine: Engine) not for Bpf {
+    fn child_traced_by_the_program_does_not_escape(engine: Engine) {
         assert_no_escape(engine, "untraced-ptrace");
     }
 
@@ -175,17 +163,13 @@ engine_tests! {
     /// filter among equals and USER_NOTIF wins over TRACE, so force-bind's filter
     /// must not be outranked. (The notify engine's listener makes the kernel refuse
     /// a second one with EBUSY.)
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn seccomp_listener_of_the_program_does_not_escape(engine: Engine) not for Bpf {
+    fn seccomp_listener_of_the_program_does_not_escape(engine: Engine) {
         assert_no_escape(engine, "own-listener");
     }
 
     /// A setuid-root copy of the target run as nobody: natively it gains euid 0;
     /// under force-bind no_new_privs keeps it nobody and its bind is still rewritten.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn setuid_exec_gains_nothing_and_stays_controlled(engine: Engine) not for Bpf {
+    fn setuid_exec_gains_nothing_and_stays_controlled(engine: Engine) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return skip("needs root to make a setuid-root copy");
@@ -216,9 +200,7 @@ engine_tests! {
     /// The program's child forks a grandchild and exits; the program exits too. The
     /// grandchild, in a session of its own, binds after its parent is gone: it is
     /// still rewritten, and force-bind waits for it before leaving.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn double_forked_grandchild_is_rewritten_and_waited_for(engine: Engine) not for Bpf {
+    fn double_forked_grandchild_is_rewritten_and_waited_for(engine: Engine) {
         let delay_ms = 400;
         let start = Instant::now();
         let p = Proc::spawn(force_bind(engine, &[
@@ -240,9 +222,7 @@ engine_tests! {
 
     /// The program is killed (SIGKILL) while two threads bind in a loop: force-bind
     /// dies of the same signal, and nothing it started is left running.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn target_killed_mid_bind(engine: Engine) not for Bpf {
+    fn target_killed_mid_bind(engine: Engine) {
         let p = Proc::spawn(force_bind(engine, &[
             "-b", REWRITTEN, process_tricks(), "bind-loop", ASKED, "0",
         ]));
@@ -262,9 +242,7 @@ engine_tests! {
     /// the listener closes and the bind fails; ptrace: PTRACE_O_EXITKILL takes the
     /// program down). tests/engines.rs covers a bind made after the supervisor died.
     /// Under bpf the bind is rewritten by the kernel, force-bind stopped or not.
-    ///
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn pending_bind_fails_when_force_bind_dies(engine: Engine) not for Bpf {
+    fn pending_bind_fails_when_force_bind_dies(engine: Engine) {
         let flag = tmp_path("pending-bind");
         let flag_s = flag.to_str().unwrap();
         let p = Proc::spawn(force_bind(engine, &[

@@ -54,21 +54,18 @@ fn http_server_moves(engine: Engine, rule: &[&str], port: u16, want: SocketAddr)
 }
 
 engine_tests! {
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn http_server_bind_all_moved_with_b(engine: Engine) not for Bpf {
+    fn http_server_bind_all_moved_with_b(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         http_server_moves(engine, &["-b", &format!("127.0.0.2:{q}")], p, v4("127.0.0.2", q));
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn http_server_match_with_prefix_keeps_port(engine: Engine) not for Bpf {
+    fn http_server_match_with_prefix_keeps_port(engine: Engine) {
         let p = free_port();
         let rule = format!("0.0.0.0:{p}/0=127.0.0.2");
         http_server_moves(engine, &["-m", &rule], p, v4("127.0.0.2", p));
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn dual_stack_http_server_moved_to_v4_mapped(engine: Engine) not for Bpf {
+    fn dual_stack_http_server_moved_to_v4_mapped(engine: Engine) {
         // With --bind ::, http.server binds [::] with IPV6_V6ONLY off (DualStackServer).
         let (p, q) = (free_port(), free_port());
         let (p_s, rule) = (p.to_string(), format!("127.0.0.2:{q}"));
@@ -82,8 +79,7 @@ engine_tests! {
         assert_eq!(tcp_listeners_on(q), vec![mapped], "{}", server.context());
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn b_with_address_only_keeps_port(engine: Engine) not for Bpf {
+    fn b_with_address_only_keeps_port(engine: Engine) {
         let p = free_port();
         for rule in ["127.0.0.7", "127.0.0.7:*"] {
             let (got, f) = probe_ports(engine, &["-b", rule], &[p]);
@@ -91,8 +87,7 @@ engine_tests! {
         }
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn b_with_a_port_moves_port_zero_but_keeps_it_ephemeral(engine: Engine) not for Bpf {
+    fn b_with_a_port_moves_port_zero_but_keeps_it_ephemeral(engine: Engine) {
         // A port-0 bind asks for no service port: the rule's address applies, its
         // port does not, so two such binds never collide on the rule's port.
         let q = free_port();
@@ -110,8 +105,7 @@ engine_tests! {
         f.assert_success();
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn udp_bind_is_rewritten(engine: Engine) not for Bpf {
+    fn udp_bind_is_rewritten(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let port = p.to_string();
         let f = probe(engine, &["-b", &format!("127.0.0.3:{q}")], &["--udp", "--port", &port]);
@@ -119,8 +113,7 @@ engine_tests! {
         assert!(listening(Proto::Udp).iter().all(|s| s.addr.port() != p), "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn v4_rule_on_dual_stack_socket_uses_v4_mapped(engine: Engine) not for Bpf {
+    fn v4_rule_on_dual_stack_socket_uses_v4_mapped(engine: Engine) {
         // From the main thread and from a second thread: the supervisor must find
         // the socket's IPV6_V6ONLY setting either way.
         for threads in ["0", "1"] {
@@ -145,8 +138,7 @@ engine_tests! {
         }
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn v4_rule_rewrites_a_v4_mapped_bind_in_mapped_form(engine: Engine) not for Bpf {
+    fn v4_rule_rewrites_a_v4_mapped_bind_in_mapped_form(engine: Engine) {
         // `[::ffff:127.0.0.1]` binds IPv4: IPv4 and family-less rules reach it, and it
         // stays on its AF_INET6 socket in mapped form.
         let (p, q) = (free_port(), free_port());
@@ -162,8 +154,7 @@ engine_tests! {
         assert_eq!(f.bound(), vec![v6("::ffff:127.0.0.3", q)], "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn v4_rule_leaves_v6only_socket_alone(engine: Engine) not for Bpf {
+    fn v4_rule_leaves_v6only_socket_alone(engine: Engine) {
         // A real port: a port-0 bind would keep its port under any rule.
         for threads in ["0", "1"] {
             let (asked, p) = (free_port(), free_port());
@@ -175,8 +166,7 @@ engine_tests! {
         }
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn v4_rule_leaves_v6_loopback_alone(engine: Engine) not for Bpf {
+    fn v4_rule_leaves_v6_loopback_alone(engine: Engine) {
         let (asked, p) = (free_port(), free_port());
         let f = probe(engine, &["-b", &format!("127.0.0.1:{p}")], &[
             "--family", "6", "--addr", "::1", "--v6only", "0", "--port", &asked.to_string(),
@@ -215,8 +205,7 @@ engine_tests! {
         assert_eq!(f.probe(), vec![Probe::Error(libc::EPERM)], "{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn port_range_match(engine: Engine) not for Bpf {
+    fn port_range_match(engine: Engine) {
         let a = free_ports(3);
         let rule = format!(":{a}-{}=127.0.0.3", a + 1);
         let (got, f) = probe_ports(engine, &["-m", &rule], &[a, a + 1, a + 2]);
@@ -248,8 +237,7 @@ engine_tests! {
         assert_eq!(f.bound(), vec![v4("127.0.0.2", a)], "other addresses untouched\n{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn last_given_rule_wins(engine: Engine) not for Bpf {
+    fn last_given_rule_wins(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let (got, f) = probe_ports(engine, &[
             "-m", &format!(":{p}=127.0.0.2"),
@@ -278,8 +266,7 @@ engine_tests! {
         f.assert_success();
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn exec_inside_target_is_still_rewritten(engine: Engine) not for Bpf {
+    fn exec_inside_target_is_still_rewritten(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let rule = format!("127.0.0.3:{q}");
         let script = format!("exec {} --port {p}", bindprobe());
@@ -288,8 +275,7 @@ engine_tests! {
         f.assert_success();
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn child_of_target_is_rewritten(engine: Engine) not for Bpf {
+    fn child_of_target_is_rewritten(engine: Engine) {
         let (p, q) = (free_port(), free_port());
         let rule = format!("127.0.0.3:{q}");
         // `; exit $?` keeps the shell from exec'ing the probe: it forks, then execs.

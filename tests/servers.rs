@@ -408,9 +408,7 @@ fn check(engine: Engine, server: Server, case: Case) {
 engine_tests! {
     fn nginx_each_family(engine: Engine) { check(engine, Server::Nginx, Case::EachFamily) }
     fn nginx_v6_rule_only(engine: Engine) { check(engine, Server::Nginx, Case::V6Only) }
-    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
-    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
-    fn nginx_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Nginx, Case::V4Only) }
+    fn nginx_v4_rule_only(engine: Engine) { check(engine, Server::Nginx, Case::V4Only) }
     fn nginx_readme_deny_example(engine: Engine) { check(engine, Server::Nginx, Case::DenyExample) }
     /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
     /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
@@ -418,9 +416,7 @@ engine_tests! {
 
     fn memcached_each_family(engine: Engine) { check(engine, Server::Memcached, Case::EachFamily) }
     fn memcached_v6_rule_only(engine: Engine) { check(engine, Server::Memcached, Case::V6Only) }
-    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
-    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
-    fn memcached_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Memcached, Case::V4Only) }
+    fn memcached_v4_rule_only(engine: Engine) { check(engine, Server::Memcached, Case::V4Only) }
     fn memcached_readme_deny_example(engine: Engine) {
         check(engine, Server::Memcached, Case::DenyExample)
     }
@@ -432,9 +428,7 @@ engine_tests! {
 
     fn node_each_family(engine: Engine) { check(engine, Server::Node, Case::EachFamily) }
     fn node_v6_rule_only(engine: Engine) { check(engine, Server::Node, Case::V6Only) }
-    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
-    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
-    fn node_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Node, Case::V4Only) }
+    fn node_v4_rule_only(engine: Engine) { check(engine, Server::Node, Case::V4Only) }
     fn node_readme_deny_example(engine: Engine) { check(engine, Server::Node, Case::DenyExample) }
     /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
     /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
@@ -442,9 +436,7 @@ engine_tests! {
 
     fn dnsmasq_each_family(engine: Engine) { check(engine, Server::Dnsmasq, Case::EachFamily) }
     fn dnsmasq_v6_rule_only(engine: Engine) { check(engine, Server::Dnsmasq, Case::V6Only) }
-    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
-    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
-    fn dnsmasq_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Dnsmasq, Case::V4Only) }
+    fn dnsmasq_v4_rule_only(engine: Engine) { check(engine, Server::Dnsmasq, Case::V4Only) }
     fn dnsmasq_readme_deny_example(engine: Engine) {
         check(engine, Server::Dnsmasq, Case::DenyExample)
     }
@@ -459,34 +451,9 @@ engine_tests! {
 
     fn go_each_family(engine: Engine) { check(engine, Server::Go, Case::EachFamily) }
     fn go_v6_rule_only(engine: Engine) { check(engine, Server::Go, Case::V6Only) }
-    /// Not for Bpf until dual-stack lands: case c's IPv4 rule alone is refused
-    /// (DUAL_STACK_UNSEEN; `bpf_refused::v4_rule_only_is_refused`).
-    fn go_v4_rule_only(engine: Engine) not for Bpf { check(engine, Server::Go, Case::V4Only) }
+    fn go_v4_rule_only(engine: Engine) { check(engine, Server::Go, Case::V4Only) }
     fn go_readme_deny_example(engine: Engine) { check(engine, Server::Go, Case::DenyExample) }
     /// Not for Bpf: it refuses sd= replacement by design (exit 2, one line:
     /// tests/bpf.rs asserts it), and here force-bind starts only at the first request.
     fn go_socket_activated(engine: Engine) not for Bpf { check(engine, Server::Go, Case::Activated) }
-}
-
-/// The bpf engine refuses case c (an IPv4 rule that a dual-stack `[::]` bind would
-/// meet, which the bind6 hook cannot tell from an IPv6-only one) at start.
-mod bpf_refused {
-    use super::*;
-
-    /// Case c is refused at start, one line, exit 2 (an fd= rule's refusal:
-    /// tests/bpf.rs).
-    #[test]
-    fn v4_rule_only_is_refused() {
-        if let Some(why) = Engine::Bpf.unavailable() {
-            return skip(&why);
-        }
-        let mut args = rules(Server::Node, Case::V4Only, free_port(), 0);
-        args.push("true".into());
-        let f = run(force_bind(
-            Engine::Bpf,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        ));
-        assert_eq!(f.code(), Some(2), "{f}");
-        assert_eq!(f.stderr_lines().len(), 1, "{f}");
-    }
 }

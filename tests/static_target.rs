@@ -19,8 +19,7 @@ fn static_bind_is_really_static() {
 }
 
 engine_tests! {
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn static_program_is_rewritten(engine: Engine) not for Bpf {
+    fn static_program_is_rewritten(engine: Engine) {
         let (asked, p) = (free_port().to_string(), free_port());
         let rule = format!("127.0.0.4:{p}");
         let f = run(force_bind(engine, &["-b", &rule, static_bind(), "127.0.0.1", &asked]));

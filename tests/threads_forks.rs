@@ -20,14 +20,12 @@ fn all_at(f: &Finished, ip: &str, count: usize) {
 }
 
 engine_tests! {
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn threads_are_all_rewritten(engine: Engine) not for Bpf {
+    fn threads_are_all_rewritten(engine: Engine) {
         let f = run(force_bind(engine, &["-b", "127.0.0.3", bindprobe(), "--threads", "8"]));
         all_at(&f, "127.0.0.3", 8);
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn forked_children_with_threads_are_all_rewritten(engine: Engine) not for Bpf {
+    fn forked_children_with_threads_are_all_rewritten(engine: Engine) {
         let f = run(force_bind(engine, &[
             "-b", "127.0.0.3", bindprobe(), "--forks", "3", "--threads", "8",
         ]));
@@ -37,8 +35,7 @@ engine_tests! {
         assert_eq!(pids.len(), 4, "binds from the parent and 3 children\n{f}");
     }
 
-    /// Not for Bpf until dual-stack lands: its IPv4-only policy is refused (DUAL_STACK_UNSEEN).
-    fn many_short_lived_sockets_per_thread(engine: Engine) not for Bpf {
+    fn many_short_lived_sockets_per_thread(engine: Engine) {
         let f = run(force_bind(engine, &[
             "-b", "127.0.0.3", bindprobe(), "--threads", "4", "--repeat", "8", "--close-reuse",
         ]));

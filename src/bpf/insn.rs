@@ -1,7 +1,9 @@
 // bpf/insn.rs: eBPF instructions (struct bpf_insn, <linux/bpf.h>) and a small
 // assembler with forward labels, for the few instructions force-bind's programs use:
 // 32-bit loads from and stores to the context, 32-bit moves and ANDs, byte swaps,
-// 32-bit conditional jumps (JMP32, Linux 5.1) and exit.
+// 32-bit conditional jumps (JMP32, Linux 5.1) and exit; and, to read IPV6_V6ONLY
+// (codegen.rs), a 64-bit load (ctx->sk), a 64-bit add to a stack pointer, a helper
+// call and a byte load from the stack.
 //
 // The conditional jumps are JMP32 on purpose: a context field is loaded zero-extended
 // into a 64-bit register, while a 64-bit JMP compares it with its immediate
@@ -36,19 +38,27 @@ const CLASS_JMP: u8 = 0x05;
 const CLASS_JMP32: u8 = 0x06;
 const CLASS_ALU64: u8 = 0x07;
 const SIZE_W: u8 = 0x00;
+const SIZE_B: u8 = 0x10;
+const SIZE_DW: u8 = 0x18;
 const MODE_MEM: u8 = 0x60;
 const SRC_K: u8 = 0x00;
 const SRC_X: u8 = 0x08;
+const OP_ADD: u8 = 0x00;
 const OP_AND: u8 = 0x50;
 const OP_MOV: u8 = 0xb0;
 const OP_END: u8 = 0xd0;
 /// BPF_END's source bit: BPF_TO_BE.
 const TO_BE: u8 = 0x08;
 const OP_JA: u8 = 0x00;
+const OP_CALL: u8 = 0x80;
 const OP_EXIT: u8 = 0x90;
 
 pub const LDX_W: u8 = CLASS_LDX | MODE_MEM | SIZE_W;
 pub const STX_W: u8 = CLASS_STX | MODE_MEM | SIZE_W;
+pub const LDX_B: u8 = CLASS_LDX | MODE_MEM | SIZE_B;
+pub const LDX_DW: u8 = CLASS_LDX | MODE_MEM | SIZE_DW;
+pub const ADD64_K: u8 = CLASS_ALU64 | OP_ADD | SRC_K;
+pub const CALL: u8 = CLASS_JMP | OP_CALL;
 pub const MOV32_K: u8 = CLASS_ALU | OP_MOV | SRC_K;
 pub const MOV64_X: u8 = CLASS_ALU64 | OP_MOV | SRC_X;
 pub const AND32_K: u8 = CLASS_ALU | OP_AND | SRC_K;
@@ -93,37 +103,33 @@ impl Cmp {
     }
 }
 
-/// Registers: R0 the return value, R1 the context at entry, R2-R9 general (R6-R9
-/// would survive helper calls, which the programs do not make).
+/// Registers: R0 the return value, R1 the context at entry, R1-R5 a helper's
+/// arguments (clobbered by the call), R6-R9 general and kept across calls, R10 the
+/// read-only frame pointer.
 pub type Reg = u8;
+pub const R0: Reg = 0;
 pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
-pub const R0: Reg = 0;
 pub const R4: Reg = 4;
 /// The read-only frame pointer: the stack is the 512 bytes below it.
 pub const R10: Reg = 10;
 
-// What the event programs (event_programs.rs) add: helper calls, 64-bit stores and
-// moves, a map descriptor as a 64-bit immediate, and an atomic add.
+// What the event programs (event_programs.rs) add: 64-bit stores and moves, a map
+// descriptor as a 64-bit immediate, and an atomic add.
 const CLASS_LD: u8 = 0x00;
 const CLASS_ST: u8 = 0x02;
-const SIZE_DW: u8 = 0x18;
 const MODE_IMM: u8 = 0x00;
 const MODE_XADD: u8 = 0xc0;
-const OP_ADD: u8 = 0x00;
-const OP_CALL: u8 = 0x80;
 pub const STX_DW: u8 = CLASS_STX | MODE_MEM | SIZE_DW;
 pub const ST_W: u8 = CLASS_ST | MODE_MEM | SIZE_W;
 pub const ST_DW: u8 = CLASS_ST | MODE_MEM | SIZE_DW;
 pub const LD_IMM64: u8 = CLASS_LD | MODE_IMM | SIZE_DW;
 pub const XADD_DW: u8 = CLASS_STX | MODE_XADD | SIZE_DW;
 pub const MOV64_K: u8 = CLASS_ALU64 | OP_MOV | SRC_K;
-pub const ADD64_K: u8 = CLASS_ALU64 | OP_ADD | SRC_K;
-pub const CALL: u8 = CLASS_JMP | OP_CALL;
 /// BPF_JMP|BPF_JEQ|BPF_K: the 64-bit compare the verifier needs to see a
 /// map_lookup_elem result checked for NULL (it ignores JMP32 there, Linux 5.10).
 pub const JEQ64_K: u8 = CLASS_JMP | 0x10 | SRC_K;
@@ -158,6 +164,22 @@ impl Asm {
     /// dst = *(u32 *)(src + off)
     pub fn load(&mut self, dst: Reg, src: Reg, off: i16) {
         self.push(insn(LDX_W, dst, src, off, 0));
+    }
+    /// dst = *(u8 *)(src + off)
+    pub fn load8(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.push(insn(LDX_B, dst, src, off, 0));
+    }
+    /// dst = *(u64 *)(src + off)
+    pub fn load64(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.push(insn(LDX_DW, dst, src, off, 0));
+    }
+    /// dst += imm (64 bits; the immediate sign-extended)
+    pub fn add64(&mut self, dst: Reg, imm: i32) {
+        self.push(insn(ADD64_K, dst, 0, 0, imm));
+    }
+    /// R0 = helper(R1, ..., R5); R1-R5 are clobbered.
+    pub fn call(&mut self, helper: i32) {
+        self.push(insn(CALL, 0, 0, 0, helper));
     }
     /// *(u32 *)(dst + off) = src
     pub fn store(&mut self, dst: Reg, off: i16, src: Reg) {
@@ -210,10 +232,6 @@ impl Asm {
     pub fn mov64_imm(&mut self, dst: Reg, imm: i32) {
         self.push(insn(MOV64_K, dst, 0, 0, imm));
     }
-    /// dst += imm (64 bits)
-    pub fn add64(&mut self, dst: Reg, imm: i32) {
-        self.push(insn(ADD64_K, dst, 0, 0, imm));
-    }
     /// lock *(u64 *)(dst + off) += src
     pub fn xadd64(&mut self, dst: Reg, off: i16, src: Reg) {
         self.push(insn(XADD_DW, dst, src, off, 0));
@@ -223,10 +241,6 @@ impl Asm {
     pub fn ld_map_fd(&mut self, dst: Reg, fd: i32) {
         self.push(insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd));
         self.push(insn(0, 0, 0, 0, 0));
-    }
-    /// R0 = helper(R1..R5); R1-R5 are clobbered.
-    pub fn call(&mut self, helper: i32) {
-        self.push(insn(CALL, 0, 0, 0, helper));
     }
     /// if reg == 0 goto label (a 64-bit compare: a NULL check).
     pub fn jump_if_zero64(&mut self, reg: Reg, label: &str) {
@@ -292,6 +306,12 @@ mod tests {
         assert_eq!(EXIT, 0x95);
         assert_eq!(BE, 0xdc);
         assert_eq!(JA, 0x05);
+        // BPF_LDX|BPF_MEM|BPF_B, BPF_LDX|BPF_MEM|BPF_DW, BPF_ALU64|BPF_ADD|BPF_K,
+        // BPF_JMP|BPF_CALL.
+        assert_eq!(LDX_B, 0x71);
+        assert_eq!(LDX_DW, 0x79);
+        assert_eq!(ADD64_K, 0x07);
+        assert_eq!(CALL, 0x85);
         assert_eq!(size_of::<Insn>(), 8);
         let i = insn(LDX_W, R2, R6, 24, 0);
         assert_eq!((i.dst(), i.src(), i.regs), (2, 6, 0x62));

@@ -28,6 +28,8 @@ pub enum AttachType {
     InetSockCreate = 2,
     Inet4Bind = 8,
     Inet6Bind = 9,
+    /// BPF_CGROUP_INET4_POST_BIND and INET6_POST_BIND (4.17; after INET4_CONNECT 10
+    /// and INET6_CONNECT 11): CgroupSock programs.
     Inet4PostBind = 12,
     Inet6PostBind = 13,
 }

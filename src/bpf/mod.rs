@@ -10,7 +10,7 @@
 //
 // Hand-assembled, like the seccomp filter (filter.rs), rather than built with aya or
 // libbpf-rs: the programs are a few dozen instructions of compares and stores, with
-// no maps and no helper calls, generated from the rules at run time; a
+// no maps and one helper (bpf_probe_read_kernel, for IPV6_V6ONLY), generated from the rules at run time; a
 // compiler toolchain (clang, BTF, an ELF loader) would add a build dependency and
 // hundreds of kilobytes to carry nothing we need, and the generated instructions
 // could not be compared in a golden test as directly.
@@ -23,6 +23,7 @@
 // a SIGKILLed force-bind leaves the program policed; the listen filter's listener
 // closes with force-bind and trapped listens then fail.
 
+mod btf;
 mod cgroup;
 mod codegen;
 mod confine;
@@ -69,10 +70,51 @@ impl From<anyhow::Error> for Error {
 
 /// The programs for `policy` on this kernel, or why the engine cannot carry it out.
 pub fn compile(policy: &Policy) -> Result<Programs, Error> {
+    let unsupported = |e: codegen::Unsupported| Error::Unsupported(e.0);
+    // BTF is read (a few MB) only for a policy that needs it.
+    let (ipv6only, refused_binds_undone) =
+        match codegen::depends_on_ipv6only(policy).map_err(unsupported)? {
+            true => kernel_btf(),
+            false => (btf::KNOWN_LAYOUT, true),
+        };
     let facts = Facts {
         ephemeral_ports: ephemeral_ports(),
+        ipv6only,
+        refused_binds_undone,
     };
-    codegen::compile(policy, &facts).map_err(|e| Error::Unsupported(e.0))
+    codegen::compile(policy, &facts).map_err(unsupported)
+}
+
+/// From the kernel's BTF: where struct sock keeps sk_ipv6only (else the layout
+/// every kernel since 3.x has), and whether a bind post_bind6 refuses is undone
+/// (else not: fail closed). bpf/btf.rs.
+fn kernel_btf() -> (btf::BitPlace, bool) {
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+    let blob = std::fs::read(VMLINUX);
+    let (place, from) = match &blob {
+        Ok(blob) => match btf::ipv6only_place(blob) {
+            Some(place) => (place, VMLINUX.to_string()),
+            None => (
+                btf::KNOWN_LAYOUT,
+                format!("the known layout: {VMLINUX} does not describe struct sock_common"),
+            ),
+        },
+        Err(e) => (
+            btf::KNOWN_LAYOUT,
+            format!("the known layout: cannot read {VMLINUX}: {e}"),
+        ),
+    };
+    verbose!(
+        "bpf engine: IPV6_V6ONLY read from bit {} of byte {} of struct sock ({from})",
+        place.bit,
+        place.byte
+    );
+    let undone = blob
+        .as_deref()
+        .ok()
+        .and_then(btf::undoes_refused_binds)
+        .unwrap_or(false);
+    (place, undone)
 }
 
 /// net.ipv4.ip_local_port_range (it covers IPv6 too).
@@ -112,7 +154,7 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
         Err("no events wanted".into())
     };
     let mut fds = Vec::new();
-    let all: [(ProgType, AttachType, &[Insn]); 3] = [
+    let mut all: Vec<(ProgType, AttachType, &[Insn])> = vec![
         (
             ProgType::CgroupSock,
             AttachType::InetSockCreate,
@@ -129,9 +171,27 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
             &programs.bind6,
         ),
     ];
+    if let Some(post_bind6) = &programs.post_bind6 {
+        all.push((ProgType::CgroupSock, AttachType::Inet6PostBind, post_bind6));
+    }
     for (ty, at, insns) in all {
         let name = format!("forcebind_{}", at.name());
         let fd = loader::load(ty, at, &name, insns).map_err(|e| {
+            // bind6 and post_bind6 read sk_ipv6only with bpf_probe_read_kernel,
+            // which a kernel may not give cgroup programs (EINVAL: unknown func),
+            // nor a loader without CAP_PERFMON (EACCES: the pointer "leaks" into
+            // the helper): then the policy is refused as before the read existed.
+            if programs.post_bind6.is_some()
+                && matches!(at, AttachType::Inet6Bind | AttachType::Inet6PostBind)
+                && (e.errno == Errno::EINVAL || (e.errno == Errno::EACCES && !e.log.is_empty()))
+            {
+                return Error::Unsupported(format!(
+                    "{} (the kernel refused the {} program that reads IPV6_V6ONLY: {})",
+                    codegen::DUAL_STACK_UNSEEN,
+                    at.name(),
+                    e.log
+                ));
+            }
             Error::Unavailable(match e.errno {
                 Errno::EPERM | Errno::EACCES if e.log.is_empty() => format!(
                     "cannot load a BPF program: {} (needs root: CAP_SYS_ADMIN, or CAP_BPF and CAP_NET_ADMIN)",
@@ -186,10 +246,14 @@ pub fn run(
     let mut attached = load_and_attach(programs)?;
     let cgroup = &attached.cgroup;
     verbose!(
-        "bpf engine: cgroup {}: bind4 {} and bind6 {} instructions; raw, ping and SCTP sockets refused{}",
+        "bpf engine: cgroup {}: bind4 {} and bind6 {} instructions{}; raw, ping and SCTP sockets refused{}",
         cgroup.path.display(),
         programs.bind4.len(),
         programs.bind6.len(),
+        match &programs.post_bind6 {
+            Some(p) => format!(", IPV6_V6ONLY read, post_bind6 {} instructions", p.len()),
+            None => String::new(),
+        },
         if judge_listen {
             "; listen() judged by a seccomp notify filter"
         } else {

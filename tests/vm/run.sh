@@ -64,13 +64,13 @@ bin=$target_dir/$triple/release
 out=$target_dir/vm/$arch
 mkdir -p "$out"
 oldkernel_src=$vm_tools/probe/oldkernel.c
-helpers="tests/c/static_bind.c tests/c/sd_activate.c tests/c/sd_activate_multi.c tests/c/attack_stall.c"
+helpers="tests/c/static_bind.c tests/c/sd_activate.c tests/c/sd_activate_multi.c tests/c/attack_stall.c tests/c/escape_v6flip.c"
 
 start=$(date +%s)
 if [ "$arch" = amd64 ]; then
     cargo static --locked --quiet --bin force-bind --example bindprobe
     for c in $helpers "$oldkernel_src"; do
-        gcc -static -O2 -Wall -o "$out/$(basename "$c" .c)" "$c"
+        gcc -static -O2 -Wall -pthread -o "$out/$(basename "$c" .c)" "$c"
     done
 else
     if [ "$(uname -m)" = aarch64 ]; then
@@ -98,7 +98,7 @@ else
             --config "target.$triple.rustflags = ['-C', 'target-feature=+crt-static'$link_args]"
     fi
     for c in $helpers; do
-        "${cross_cc[@]}" -static -O2 -Wall -o "$out/$(basename "$c" .c)" "$c"
+        "${cross_cc[@]}" -static -O2 -Wall -pthread -o "$out/$(basename "$c" .c)" "$c"
     done
     # oldkernel.c's native-ABI section tests seccomp_data.arch against
     # AUDIT_ARCH_X86_64; the header makes that AUDIT_ARCH_AARCH64 (why that is
@@ -110,7 +110,7 @@ else
     clang --target=armv7a-linux-gnueabi -marm -ffreestanding -fno-stack-protector \
         -nostdlib -static -fuse-ld=lld -O2 -Wall -o "$out/arm32_bind" tests/vm/arm32_bind.c
 fi
-helper_bins=("$out"/static_bind "$out"/sd_activate "$out"/sd_activate_multi "$out"/attack_stall "$out"/oldkernel)
+helper_bins=("$out"/static_bind "$out"/sd_activate "$out"/sd_activate_multi "$out"/attack_stall "$out"/escape_v6flip "$out"/oldkernel)
 [ "$arch" = amd64 ] || helper_bins+=("$out"/arm32_bind)
 # The VM has no shared libraries: a program that asks for an ELF interpreter
 # (ld.so) cannot start there. readelf reads a foreign architecture's ELF too.
