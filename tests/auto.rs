@@ -136,7 +136,10 @@ fn auto_with_events_wanted_takes_bpf_and_says_why() {
         "{f}"
     );
     assert!(f.stderr.contains("bpf engine: cgroup "), "{f}");
-    assert!(f.stderr.contains(": ok, bound 127.0.0.5:"), "the bind's event\n{f}");
+    assert!(
+        f.stderr.contains(": ok, bound 127.0.0.5:"),
+        "the bind's event\n{f}"
+    );
 }
 
 /// A policy bpf refuses by design (an fd= replacement of a socket really passed on
