@@ -128,7 +128,7 @@ fn auto_with_events_wanted_takes_bpf_and_says_why() {
     let says: Vec<&str> = f
         .stderr_lines()
         .into_iter()
-        .filter(|l| l.contains("engine: "))
+        .filter(|l| l.starts_with("force-bind: engine: "))
         .collect();
     assert_eq!(says.len(), 1, "one line says which engine and why\n{f}");
     assert!(

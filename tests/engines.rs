@@ -39,31 +39,6 @@ fn race(f: &Finished) -> Race {
     }
 }
 
-/// A policy the bpf engine cannot carry out (an fd= replacement), on a kernel with
-/// user notification and pidfd_getfd: auto takes notify; tests/auto.rs covers when
-/// it takes bpf.
-#[test]
-fn auto_picks_notify_on_this_kernel() {
-    let f = run(force_bind_plain(&[
-        "-v",
-        "-m",
-        ":1=fd=97",
-        "-b",
-        "127.0.0.5",
-        bindprobe(),
-        "--addr",
-        "0.0.0.0",
-        "--port",
-        "0",
-    ]));
-    f.assert_success();
-    assert!(f.stderr.contains("engine: notify"), "{f}");
-    assert!(
-        f.bound().iter().all(|a| a.ip() == v4("127.0.0.5", 0).ip()) && f.bound().len() == 1,
-        "{f}"
-    );
-}
-
 #[test]
 fn auto_on_older_kernels_picks_ptrace_and_says_why() {
     let oldkernel = match oldkernel() {
