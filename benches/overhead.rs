@@ -58,6 +58,10 @@ enum Config {
     /// The same tracer polling waitpid(WNOHANG) for 50 us before it blocks, as
     /// force-bind's does (an idle vCPU is slow to wake).
     FloorPtraceSpin,
+    /// The polling tracer plus what a race-free one must do per bind: the registers
+    /// read, pidfd_getfd, the sockaddr read, bind on the copy (rewritten), close, the
+    /// call skipped with its result set.
+    FloorPtraceFull,
     /// A notify supervisor answering each bind with SECCOMP_USER_NOTIF_FLAG_CONTINUE
     /// (the kernel's round trip only; the bind is not rewritten).
     FloorNotify,
@@ -75,13 +79,14 @@ enum Config {
 const CONFIGS: [Config; 4] = [Config::Native, Config::Ptrace, Config::Notify, Config::Bpf];
 const ENGINES: [Config; 3] = [Config::Ptrace, Config::Notify, Config::Bpf];
 /// Every configuration, in the order the JSON lists them.
-const ALL: [Config; 11] = [
+const ALL: [Config; 12] = [
     Config::Native,
     Config::Ptrace,
     Config::Notify,
     Config::Bpf,
     Config::FloorPtrace,
     Config::FloorPtraceSpin,
+    Config::FloorPtraceFull,
     Config::FloorNotify,
     Config::FloorNotifyFull,
     Config::FloorStart,
@@ -89,13 +94,14 @@ const ALL: [Config; 11] = [
     Config::NotifyBefore,
 ];
 /// Per figure, what runs side by side, alternating round by round.
-const BIND_CONFIGS: [Config; 8] = [
+const BIND_CONFIGS: [Config; 9] = [
     Config::Native,
     Config::Ptrace,
     Config::Notify,
     Config::Bpf,
     Config::FloorPtrace,
     Config::FloorPtraceSpin,
+    Config::FloorPtraceFull,
     Config::FloorNotify,
     Config::FloorNotifyFull,
 ];
@@ -124,6 +130,7 @@ impl Config {
             Config::Bpf => "bpf",
             Config::FloorPtrace => "floor-ptrace",
             Config::FloorPtraceSpin => "floor-ptrace-spin",
+            Config::FloorPtraceFull => "floor-ptrace-full",
             Config::FloorNotify => "floor-notify",
             Config::FloorNotifyFull => "floor-notify-full",
             Config::FloorStart => "floor-start",
@@ -341,6 +348,7 @@ impl Bench {
             Config::Native => Command::new(program),
             Config::FloorPtrace => floor(&["ptrace", "block"]),
             Config::FloorPtraceSpin => floor(&["ptrace", "spin"]),
+            Config::FloorPtraceFull => floor(&["ptrace", "full"]),
             Config::FloorNotify => floor(&["notify", "continue", &workers]),
             Config::FloorNotifyFull => floor(&["notify", "full", &workers]),
             Config::FloorStart => floor(&["start"]),
@@ -1053,11 +1061,12 @@ fn floor_lines(r: &Results, static_build: bool) -> Vec<String> {
         };
         let pt = added(f, Config::Ptrace);
         lines.push(format!(
-            "ptrace {label:<12} +{} us{}; floor (tracer: RET_TRACE, PTRACE_CONT) +{} us, polling +{} us; goal <= +20 us: {}",
+            "ptrace {label:<12} +{} us{}; floor (tracer: RET_TRACE, PTRACE_CONT) +{} us, polling +{} us, race-free +{} us; goal <= +20 us: {}",
             fmt_value(pt),
             before(f, Config::PtraceBefore, "us"),
             fmt_value(added(f, Config::FloorPtrace)),
             fmt_value(added(f, Config::FloorPtraceSpin)),
+            fmt_value(added(f, Config::FloorPtraceFull)),
             verdict(pt <= 20.0)
         ));
         let nt = added(f, Config::Notify);

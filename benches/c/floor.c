@@ -46,7 +46,9 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/user.h>
 #include <sys/wait.h>
+#include <elf.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -291,12 +293,75 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* What a race-free tracer must do at a seccomp stop for bind, and no more: read the
+ * registers, take the tracee's socket (pidfd_getfd; the pidfd kept per thread),
+ * read the sockaddr, bind the copy (the IPv4 address rewritten), close it, and
+ * skip the call with its result in the return register. x86_64 and aarch64 only;
+ * 0 when the stop was answered, else the tracee is let through untouched. */
+static int answer_ptrace_full(struct pidfd_cache *c, pid_t tid) {
+#if defined(__x86_64__)
+    struct user_regs_struct regs;
+    struct iovec io = {.iov_base = &regs, .iov_len = sizeof regs};
+    if (ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, &io) != 0)
+        return -1;
+    unsigned long long *nr = &regs.orig_rax, *ret = &regs.rax;
+    unsigned long long a0 = regs.rdi, a1 = regs.rsi, a2 = regs.rdx;
+#elif defined(__aarch64__)
+    struct user_regs_struct regs;
+    struct iovec io = {.iov_base = &regs, .iov_len = sizeof regs};
+    if (ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, &io) != 0)
+        return -1;
+    unsigned long long *ret = &regs.regs[0];
+    unsigned long long a0 = regs.regs[0], a1 = regs.regs[1], a2 = regs.regs[2];
+#else
+    (void)c;
+    (void)tid;
+    return -1;
+#endif
+#if defined(__x86_64__) || defined(__aarch64__)
+    int pidfd = pidfd_of(c, tid, 0);
+    int fd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)a0, 0);
+    long result;
+    if (fd < 0) {
+        result = -EBADF;
+    } else {
+        struct sockaddr_storage addr;
+        size_t len = a2 > sizeof addr ? sizeof addr : a2;
+        struct iovec local = {.iov_base = &addr, .iov_len = len};
+        struct iovec remote = {.iov_base = (void *)a1, .iov_len = len};
+        if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != (ssize_t)len) {
+            result = -EFAULT;
+        } else {
+            if (addr.ss_family == AF_INET && len >= sizeof(struct sockaddr_in))
+                ((struct sockaddr_in *)&addr)->sin_addr.s_addr = htonl(0x7f000002);
+            result = bind(fd, (struct sockaddr *)&addr, (socklen_t)len) == 0 ? 0 : -errno;
+        }
+        close(fd);
+    }
+#if defined(__x86_64__)
+    *nr = (unsigned long long)-1;
+#else
+    /* aarch64: the syscall number is a separate regset (NT_ARM_SYSTEM_CALL). */
+    int skip = -1;
+    struct iovec sysno = {.iov_base = &skip, .iov_len = sizeof skip};
+    if (ptrace(PTRACE_SETREGSET, tid, NT_ARM_SYSTEM_CALL, &sysno) != 0)
+        return -1;
+#endif
+    *ret = (unsigned long long)result;
+    return ptrace(PTRACE_SETREGSET, tid, NT_PRSTATUS, &io) == 0 ? 0 : -1;
+#endif
+}
+
 static int mode_ptrace(const char *how, char **argv) {
-    int spin = strcmp(how, "spin") == 0;
+    int full = strcmp(how, "full") == 0;
+    int spin = full || strcmp(how, "spin") == 0;
     if (!spin && strcmp(how, "block") != 0) {
-        fprintf(stderr, "floor: ptrace block|spin PROG...\n");
+        fprintf(stderr, "floor: ptrace block|spin|full PROG...\n");
         return 2;
     }
+    static struct pidfd_cache cache;
+    for (int i = 0; i < PIDFD_SLOTS; i++)
+        cache.fd[i] = -1;
     pid_t pid = fork();
     if (pid < 0)
         die("fork");
@@ -339,6 +404,8 @@ static int mode_ptrace(const char *how, char **argv) {
         if (!WIFSTOPPED(status))
             continue;
         int sig = WSTOPSIG(status);
+        if (full && (status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)))
+            answer_ptrace_full(&cache, got);
         /* Event stops (seccomp, fork, clone) and new tracees' first SIGSTOP carry
          * no signal to deliver; any other stop is a signal for the tracee. */
         if ((status >> 16) != 0 || sig == SIGSTOP || sig == SIGTRAP)
@@ -356,6 +423,6 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "ptrace") == 0)
         return mode_ptrace(argv[2], argv + 3);
     fprintf(stderr, "usage: floor start PROG... | notify continue|full WORKERS PROG... | "
-                    "ptrace block|spin PROG...\n");
+                    "ptrace block|spin|full PROG...\n");
     return 2;
 }
