@@ -90,23 +90,24 @@ fn filter_flag_known(flags: libc::c_ulong) -> bool {
 }
 
 /// struct clone_args (<linux/sched.h>) up to `cgroup`: CLONE_ARGS_SIZE_VER2 (5.7).
+/// The probe below and spawn.rs's clone into a cgroup use it.
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Whether clone3 takes CLONE_INTO_CGROUP, asked so that every kernel fails before
 /// it would start making a process: a CLONE_ARGS_SIZE_VER2 struct whose `cgroup` is

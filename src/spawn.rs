@@ -18,6 +18,7 @@ use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use seccompiler::sock_filter;
 
 use crate::activation::LISTEN_PID;
+use crate::kernel::{CLONE_INTO_CGROUP, CloneArgs};
 
 /// The program could not be started; exits 127 or 126 like a shell would.
 #[derive(Debug)]
@@ -366,25 +367,6 @@ fn spawn_with<F: FnMut() -> Result<(), Errno>>(
     }));
     Ok(started)
 }
-
-/// struct clone_args (<linux/sched.h>), up to `cgroup` (Linux 5.7).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The clone for `Start::SharedMemory`: into `cgroup` with clone3 where the kernel
 /// can, else clone(2) and the child moves itself (`ChildWork::move_into`).

@@ -12,24 +12,6 @@ use std::time::{Duration, Instant};
 use common::servers::*;
 use common::*;
 
-/// Why these tests cannot run here (root, cgroup2, namespaces), if they cannot.
-fn unavailable() -> Option<String> {
-    Engine::Bpf.unavailable().or_else(namespaces_unavailable)
-}
-
-macro_rules! bpf_test {
-    ($( $(#[$attr:meta])* fn $name:ident() $body:block )*) => {$(
-        $(#[$attr])*
-        #[test]
-        fn $name() {
-            if let Some(why) = unavailable() {
-                return skip(&why);
-            }
-            $body
-        }
-    )*};
-}
-
 /// `force-bind --engine bpf ARGS...` in a new network namespace.
 fn bpf_in_netns(args: &[&str]) -> std::process::Command {
     in_new_netns(&[], force_bind(Engine::Bpf, args))

@@ -16,23 +16,6 @@ use common::servers::*;
 use common::*;
 use serde_json::Value;
 
-fn unavailable() -> Option<String> {
-    Engine::Bpf.unavailable().or_else(namespaces_unavailable)
-}
-
-macro_rules! bpf_test {
-    ($( $(#[$attr:meta])* fn $name:ident() $body:block )*) => {$(
-        $(#[$attr])*
-        #[test]
-        fn $name() {
-            if let Some(why) = unavailable() {
-                return skip(&why);
-            }
-            $body
-        }
-    )*};
-}
-
 /// `force-bind ENGINE ARGS...` in a new network namespace.
 fn in_netns(engine: Engine, args: &[&str]) -> std::process::Command {
     in_new_netns(&[], force_bind(engine, args))

@@ -70,6 +70,32 @@ pub fn namespaces_unavailable() -> Option<String> {
     .clone()
 }
 
+/// Why the bpf engine's tests with servers cannot run here (root, cgroup2,
+/// namespaces), if they cannot.
+pub fn bpf_servers_unavailable() -> Option<String> {
+    super::Engine::Bpf
+        .unavailable()
+        .or_else(namespaces_unavailable)
+}
+
+/// `#[test]`s that need the bpf engine and network namespaces; each skips (through
+/// the harness) where `bpf_servers_unavailable` says why.
+#[allow(unused_macros)]
+macro_rules! bpf_test {
+    ($( $(#[$attr:meta])* fn $name:ident() $body:block )*) => {$(
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            if let Some(why) = $crate::common::servers::bpf_servers_unavailable() {
+                return $crate::common::skip(&why);
+            }
+            $body
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use bpf_test;
+
 /// The paths of `programs`, when they are all there and namespaces can be made;
 /// otherwise `skip()`s the test (a failure under the switch) and returns None.
 pub fn require(programs: &[&str]) -> Option<Vec<String>> {
