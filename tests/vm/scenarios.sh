@@ -3,9 +3,10 @@
 # (busybox sh, static binaries in /vm; see tests/vm/run.sh, which boots it).
 #
 # Each scenario runs under every engine: ptrace (-p), notify (--engine notify), auto
-# (which must pick notify on 5.10 while no cgroup2 is mounted), and auto under `oldkernel --as 4.19` (an emulated
-# pre-5.0 kernel: auto must fall back to ptrace); the bpf engine and auto taking it
-# (once cgroup2 is mounted) have their own cases. It reads back what the kernel bound
+# (run-in-vm mounts cgroup2 at boot, so as root auto takes bpf for the policies bpf
+# carries out and notify for the rest), and auto under `oldkernel --as 4.19` (an
+# emulated pre-5.0 kernel: auto must fall back to ptrace); the bpf engine and auto's
+# choices have their own cases. It reads back what the kernel bound
 # from bindprobe's / static_bind's getsockname() report. The same script runs in the
 # x86_64 and the aarch64 VM; on aarch64 it also runs arm32_bind, an AArch32 program.
 # Prints one line per check and a summary; exits 1 if any check failed.
@@ -186,7 +187,8 @@ scenarios force-bind -p
 engine_name=notify
 scenarios force-bind --engine notify
 engine_name=auto
-expect "auto picks notify on this kernel" 0 "engine: notify" force-bind -v true
+# Root with cgroup2 mounted (above): bpf, with -v's events from the ring buffer.
+expect "auto picks bpf on this kernel (root, cgroup2)" 0 "engine: bpf \(root" force-bind -v true
 scenarios force-bind
 engine_name=auto-oldkernel
 expect "auto picks ptrace on an emulated 4.19" 0 "engine: ptrace" \
