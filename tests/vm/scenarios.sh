@@ -60,10 +60,17 @@ scenarios() {
     # $@: how to run force-bind with this engine.
     # Binds whose sockaddr is on a userfaultfd page nobody serves fail with EFAULT at
     # once (force-bind reads /proc/PID/mem first), and hold up no other bind.
+    # Where auto takes bpf (6.1: an IPv4 rule alone is carried out there) no
+    # supervisor reads the program's memory, and its confinement (no CAP_SYS_PTRACE)
+    # leaves the attack no userfaultfd: nothing to show (tests/attacks.rs, likewise).
     next_port
-    expect "70 binds on a userfaultfd page: EFAULT, and the next bind is served" 0 \
-        "^stalled: 70 of 70 returned, errors( 14){70}$" \
-        "$@" -b 127.0.0.1 attack_stall 70 "$p" </dev/null
+    if "$@" -v -b 127.0.0.1 true 2>&1 | grep -q "engine: bpf ("; then
+        echo "n/a  $engine_name: 70 binds on a userfaultfd page: auto takes bpf, where no supervisor reads memory"
+    else
+        expect "70 binds on a userfaultfd page: EFAULT, and the next bind is served" 0 \
+            "^stalled: 70 of 70 returned, errors( 14){70}$" \
+            "$@" -b 127.0.0.1 attack_stall 70 "$p" </dev/null
+    fi
     next_port
     expect "rewrite 0.0.0.0:P to 127.0.0.4:$p" 0 "^bound 4 127\.0\.0\.4:$p " \
         "$@" -b "127.0.0.4:$p" bindprobe --addr 0.0.0.0 --port "$((p + 1000))"
