@@ -139,7 +139,7 @@ fn run_auto(
         Pick::Bpf(why) => match programs {
             Some(programs) => {
                 verbose!("engine: bpf ({why})");
-                match bpf::run(policy, kernel, program, &programs) {
+                match bpf::run(policy, kernel, program, &programs, facts.events_wanted) {
                     Ok(status) => return Ok(status),
                     Err(bpf::Error::Run(e)) => return Err(e),
                     // Loading or attaching failed (a verifier refusal, EPERM under a
@@ -171,6 +171,12 @@ fn run_auto(
         }
         Pick::Notify { not_bpf } => not_bpf,
     };
+    // Only bpf failing to start reaches here with notify missing (choose() takes
+    // ptrace for that otherwise).
+    if let Some(missing) = kernel.notify_missing() {
+        verbose!("engine: ptrace (bpf: {not_bpf}; {missing})");
+        return ptrace::run(policy, kernel, program);
+    }
     verbose!("engine: notify (bpf: {not_bpf})");
     match notify::run(policy, kernel, program) {
         Ok(status) => Ok(status),
@@ -200,7 +206,7 @@ fn run_bpf(
         Err(bpf::Error::Unavailable(why)) => return Err(cannot(why)),
         Err(bpf::Error::Run(e)) => return Err(e),
     };
-    match bpf::run(policy, kernel, program, &programs) {
+    match bpf::run(policy, kernel, program, &programs, false) {
         Ok(status) => Ok(status),
         Err(bpf::Error::Unsupported(why)) => Err(refused(why)),
         Err(bpf::Error::Unavailable(why)) => Err(cannot(why)),

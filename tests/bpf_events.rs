@@ -334,3 +334,34 @@ bpf_test! {
         assert_eq!(e[0]["bound"], format!("127.0.0.5:{p}"), "{f}");
     }
 }
+
+bpf_test! {
+    /// An IPv4 rule alone on `[::]`: the events decide as the kernel did, by the
+    /// socket's IPV6_V6ONLY as the programs read it — a dual-stack socket's bind is
+    /// rewritten to the mapped address, an IPv6-only one's allowed — and agree with
+    /// the notify engine's for the same runs.
+    fn dual_stack_events_follow_the_sockets_mode() {
+        let p = free_port();
+        for (v6only, action, bound) in [
+            ("0", "\"rewritten\"", format!("[::ffff:127.0.0.2]:{p}")),
+            ("1", "\"allowed\"", format!("[::]:{p}")),
+        ] {
+            let ps = p.to_string();
+            let args = [
+                "--json", "-b", "127.0.0.2", bindprobe(), "--family", "6", "--addr", "::",
+                "--v6only", v6only, "--port", &ps,
+            ];
+            let bpf = run(in_netns(Engine::Bpf, &args));
+            let notify = run(in_netns(Engine::Notify, &args));
+            let (be, ne) = (events(&bpf.stderr), events(&notify.stderr));
+            assert_eq!(be.len(), 1, "{bpf}");
+            assert_eq!(be[0]["action"].to_string(), action, "{bpf}");
+            assert_eq!(be[0]["bound"].as_str(), Some(bound.as_str()), "{bpf}");
+            assert_eq!(
+                be.iter().map(comparable).collect::<Vec<_>>(),
+                ne.iter().map(comparable).collect::<Vec<_>>(),
+                "bpf:\n{bpf}\nnotify:\n{notify}"
+            );
+        }
+    }
+}

@@ -319,8 +319,16 @@ static int answer_ptrace_full(struct pidfd_cache *c, pid_t tid) {
     return -1;
 #endif
 #if defined(__x86_64__) || defined(__aarch64__)
-    int pidfd = pidfd_of(c, tid, 0);
-    int fd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)a0, 0);
+    /* A kept pidfd of a thread that is gone (its tid reused): a fresh one, once. */
+    int fd = -1;
+    for (int fresh = 0; fresh < 2 && fd < 0; fresh++) {
+        int pidfd = pidfd_of(c, tid, fresh);
+        if (pidfd < 0)
+            break;
+        fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)a0, 0);
+        if (fd < 0 && errno != ESRCH)
+            break;
+    }
     long result;
     if (fd < 0) {
         result = -EBADF;
@@ -404,8 +412,10 @@ static int mode_ptrace(const char *how, char **argv) {
         if (!WIFSTOPPED(status))
             continue;
         int sig = WSTOPSIG(status);
-        if (full && (status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)))
-            answer_ptrace_full(&cache, got);
+        /* A stop it could not answer would measure a cheaper path: fatal. */
+        if (full && (status >> 8) == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) &&
+            answer_ptrace_full(&cache, got) != 0)
+            die("the race-free answer (registers)");
         /* Event stops (seccomp, fork, clone) and new tracees' first SIGSTOP carry
          * no signal to deliver; any other stop is a signal for the tracee. */
         if ((status >> 16) != 0 || sig == SIGSTOP || sig == SIGTRAP)

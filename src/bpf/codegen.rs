@@ -133,6 +133,8 @@ pub struct Programs {
     /// For a policy whose `[::]` decision depends on IPV6_V6ONLY only (then bind6
     /// reads sk_ipv6only too): the check after the bind that closes the race.
     pub post_bind6: Option<Vec<Insn>>,
+    /// Where bind6 reads sk_ipv6only, when it does: the event programs read it too.
+    pub ipv6only_read: Option<BitPlace>,
 }
 
 /// Compiles `policy`, or says why the bpf engine cannot carry it out.
@@ -171,6 +173,7 @@ pub fn compile(policy: &Policy, facts: &Facts) -> Result<Programs, Unsupported> 
         bind4,
         bind6,
         sock_create: sock_create(),
+        ipv6only_read: post_bind6.is_some().then_some(facts.ipv6only),
         post_bind6,
     })
 }

@@ -28,7 +28,9 @@
 // When the ring buffer is full the record is lost and the program adds 1 to the
 // `drops` array map instead, for force-bind to say so.
 
-use super::insn::{Asm, Insn, R0, R1, R2, R3, R4, R6, R10};
+use super::btf::BitPlace;
+use super::codegen::{CTX_SK, PROBE_READ_KERNEL};
+use super::insn::{Asm, Cmp, Insn, R0, R1, R2, R3, R4, R6, R10};
 
 /// The record, as the programs write it and events.rs reads it (native byte order).
 pub mod record {
@@ -49,11 +51,17 @@ pub mod record {
     /// u32: a request's user_port (network order in the low 16 bits); a bound
     /// record's src_port (host order).
     pub const PORT: usize = 48;
+    /// u32, requests on AF_INET6 when the policy decides `[::]` by IPV6_V6ONLY:
+    /// MODE_DUAL or MODE_V6ONLY as the policy's bind6 reads it; else 0.
+    pub const MODE: usize = 52;
     /// 16 bytes, NUL-padded; zero when the program could not ask.
     pub const COMM: usize = 56;
 
     pub const KIND_REQUEST: u32 = 1;
     pub const KIND_BOUND: u32 = 2;
+
+    pub const MODE_DUAL: u32 = 1;
+    pub const MODE_V6ONLY: u32 = 2;
 }
 
 // Helper numbers (enum bpf_func_id, <linux/bpf.h>).
@@ -129,8 +137,17 @@ fn at(field: usize) -> i16 {
     REC + field as i16
 }
 
-/// The event program for `hook` and `family`.
-pub fn program(hook: Hook, family: Family, helpers: Helpers, maps: Maps) -> Vec<Insn> {
+/// The event program for `hook` and `family`. `ipv6only`: where sk_ipv6only is, when
+/// the policy decides `[::]` by it (codegen::depends_on_ipv6only); the IPv6 request
+/// program then records the mode the policy's bind6 sees, so that force-bind
+/// decides the event as the kernel did.
+pub fn program(
+    hook: Hook,
+    family: Family,
+    helpers: Helpers,
+    maps: Maps,
+    ipv6only: Option<BitPlace>,
+) -> Vec<Insn> {
     let ctx = R6;
     let layout = match hook {
         Hook::Request => &SOCK_ADDR,
@@ -177,6 +194,28 @@ pub fn program(hook: Hook, family: Family, helpers: Helpers, maps: Maps) -> Vec<
     }
     a.load(R2, ctx, layout.port);
     a.store(R10, at(record::PORT), R2);
+    if let (Hook::Request, Family::V6, Some(place)) = (hook, family, ipv6only) {
+        // As codegen.rs's read_ipv6only, into the stack below the drops key; a
+        // failed read leaves the mode 0 (unknown), as does a place past the copy.
+        let len = (i32::from(place.byte) + 1 + 7) / 8 * 8;
+        if len <= 256 && place.bit < 8 {
+            let buf = KEY - len as i16;
+            a.load64(R3, ctx, CTX_SK);
+            a.mov64(R1, R10);
+            a.add64(R1, i32::from(buf));
+            a.mov64_imm(R2, len);
+            a.call(PROBE_READ_KERNEL);
+            a.jump_if(R0, Cmp::Ne, 0, "mode_done");
+            a.load8(R2, R10, buf + place.byte as i16);
+            a.and32(R2, 1 << place.bit);
+            a.mov32(R3, record::MODE_DUAL);
+            a.jump_if(R2, Cmp::Eq, 0, "mode_store");
+            a.mov32(R3, record::MODE_V6ONLY);
+            a.label("mode_store");
+            a.store(R10, at(record::MODE), R3);
+            a.label("mode_done");
+        }
+    }
     if helpers.comm {
         a.mov64(R1, R10);
         a.add64(R1, at(record::COMM) as i32);
@@ -226,8 +265,8 @@ pub fn helper_probe(helper: i32) -> Vec<Insn> {
 #[cfg(test)]
 mod tests {
     use super::super::insn::{
-        ADD64_K, CALL, EXIT, JEQ64_K, LD_IMM64, LDX_W, MOV32_K, MOV64_K, MOV64_X, ST_DW, ST_W,
-        STX_DW, STX_W, XADD_DW,
+        ADD64_K, AND32_K, CALL, EXIT, JEQ64_K, LD_IMM64, LDX_B, LDX_DW, LDX_W, MOV32_K, MOV64_K,
+        MOV64_X, ST_DW, ST_W, STX_DW, STX_W, XADD_DW,
     };
     use super::*;
 
@@ -323,7 +362,7 @@ mod tests {
             i(CALL, 0, 0, 0, 16),
         ]);
         tail(&mut want);
-        assert_eq!(program(Hook::Request, Family::V4, all, MAPS), want);
+        assert_eq!(program(Hook::Request, Family::V4, all, MAPS, None), want);
     }
 
     /// A post-bind program for IPv6 on a kernel that allowed no helper beyond the
@@ -353,9 +392,61 @@ mod tests {
         ]);
         tail(&mut want);
         assert_eq!(
-            program(Hook::Bound, Family::V6, Helpers::default(), MAPS),
+            program(Hook::Bound, Family::V6, Helpers::default(), MAPS, None),
             want
         );
+    }
+
+    /// The IPv6 request program, where the policy decides `[::]` by IPV6_V6ONLY: the
+    /// program without it, and the mode read (bit 5 of byte 19, a 24-byte copy below
+    /// the drops key) inserted right after the port, before the ring buffer output.
+    #[test]
+    fn request6_records_the_mode() {
+        let without = program(Hook::Request, Family::V6, Helpers::default(), MAPS, None);
+        let with = program(
+            Hook::Request,
+            Family::V6,
+            Helpers::default(),
+            MAPS,
+            Some(BitPlace { byte: 19, bit: 5 }),
+        );
+        // Where the tail starts: the LD_IMM64 of the ring buffer.
+        let tail = without.iter().position(|x| x.code == LD_IMM64).unwrap();
+        let block = [
+            i(LDX_DW, 3, 6, 64, 0),
+            i(MOV64_X, 1, 10, 0, 0),
+            i(ADD64_K, 1, 0, 0, -104),
+            i(MOV64_K, 2, 0, 0, 24),
+            i(CALL, 0, 0, 0, 113),
+            i(0x56, 0, 0, 6, 0),
+            i(LDX_B, 2, 10, -85, 0),
+            i(AND32_K, 2, 0, 0, 32),
+            i(MOV32_K, 3, 0, 0, 1),
+            i(0x16, 2, 0, 1, 0),
+            i(MOV32_K, 3, 0, 0, 2),
+            i(STX_W, 10, 3, -20, 0),
+        ];
+        let mut want = without[..tail].to_vec();
+        want.extend(block);
+        want.extend_from_slice(&without[tail..]);
+        assert_eq!(with, want);
+        // The other programs do not read it.
+        for (hook, family) in [
+            (Hook::Request, Family::V4),
+            (Hook::Bound, Family::V4),
+            (Hook::Bound, Family::V6),
+        ] {
+            assert_eq!(
+                program(
+                    hook,
+                    family,
+                    Helpers::default(),
+                    MAPS,
+                    Some(BitPlace { byte: 19, bit: 5 })
+                ),
+                program(hook, family, Helpers::default(), MAPS, None)
+            );
+        }
     }
 
     /// A post-bind program with the thread but no cookie (paired by thread)
@@ -384,7 +475,7 @@ mod tests {
             i(STX_W, 10, 2, -24, 0),
         ]);
         tail(&mut want);
-        assert_eq!(program(Hook::Bound, Family::V4, helpers, MAPS), want);
+        assert_eq!(program(Hook::Bound, Family::V4, helpers, MAPS, None), want);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 
+use super::btf::BitPlace;
 use super::event_programs::{self as ep, Family, Helpers, Hook, Maps, record};
 use super::insn::Insn;
 use super::loader::{self, AttachType, MapType, ProgType};
@@ -183,7 +184,7 @@ pub struct Recorder {
 impl Recorder {
     /// The maps and the four programs, or why there are none (said once by the
     /// caller, at the default verbosity).
-    pub fn load() -> Result<Recorder, String> {
+    pub fn load(ipv6only: Option<BitPlace>) -> Result<Recorder, String> {
         let support = support()?;
         let ring = create_ring()?;
         let drops = loader::create_map(MapType::Array, "forcebind_drop", 4, 8, 1)
@@ -197,7 +198,7 @@ impl Recorder {
                 Hook::Request => (ProgType::CgroupSockAddr, support.request),
                 Hook::Bound => (ProgType::CgroupSock, support.bound),
             };
-            let insns: Vec<Insn> = ep::program(hook, family, helpers, maps);
+            let insns: Vec<Insn> = ep::program(hook, family, helpers, maps, ipv6only);
             let name = format!("fbev_{}", at.name());
             let fd = loader::load(ty, at, &name, &insns).map_err(|e| {
                 format!(
@@ -434,6 +435,9 @@ pub struct Record {
     pub sock: SocketKind,
     pub addr: SocketAddr,
     pub comm: Option<String>,
+    /// A request's IPV6_V6ONLY as the policy's bind6 saw it: Some(true) for a
+    /// dual-stack socket; None when it was not read.
+    pub dual_stack: Option<bool>,
 }
 
 impl Record {
@@ -472,6 +476,11 @@ impl Record {
             },
             addr: SocketAddr::new(ip, port),
             comm: (comm_len > 0).then(|| String::from_utf8_lossy(&comm[..comm_len]).into_owned()),
+            dual_stack: match u32_at(record::MODE) {
+                record::MODE_DUAL => Some(true),
+                record::MODE_V6ONLY => Some(false),
+                _ => None,
+            },
         })
     }
 
@@ -674,9 +683,9 @@ impl State {
 pub fn request_event(policy: &Policy, r: &Record) -> Event {
     let req = BindRequest {
         addr: r.addr,
-        // The programs refuse policies where this matters (codegen.rs,
-        // DUAL_STACK_UNSEEN), so either value decides the same.
-        dual_stack: false,
+        // Read by the request program where the policy decides [::] by it (as the
+        // policy's bind6 reads it); elsewhere either value decides the same.
+        dual_stack: r.dual_stack.unwrap_or(false),
         kind: r.sock,
         purpose: Purpose::Bind,
     };

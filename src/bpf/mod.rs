@@ -72,11 +72,14 @@ impl From<anyhow::Error> for Error {
 pub fn compile(policy: &Policy) -> Result<Programs, Error> {
     let unsupported = |e: codegen::Unsupported| Error::Unsupported(e.0);
     // BTF is read (a few MB) only for a policy that needs it.
-    let (ipv6only, refused_binds_undone) =
-        match codegen::depends_on_ipv6only(policy).map_err(unsupported)? {
-            true => kernel_btf(),
-            false => (btf::KNOWN_LAYOUT, true),
-        };
+    let (ipv6only, refused_binds_undone) = match codegen::depends_on_ipv6only(policy)
+        .map_err(unsupported)?
+    {
+        true => kernel_btf()
+            .map_err(|why| Error::Unsupported(format!("{} ({why})", codegen::DUAL_STACK_UNSEEN)))?,
+        // Not read by any program: the place does not matter.
+        false => (btf::KNOWN_LAYOUT, true),
+    };
     let facts = Facts {
         ephemeral_ports: ephemeral_ports(),
         ipv6only,
@@ -85,36 +88,22 @@ pub fn compile(policy: &Policy) -> Result<Programs, Error> {
     codegen::compile(policy, &facts).map_err(unsupported)
 }
 
-/// From the kernel's BTF: where struct sock keeps sk_ipv6only (else the layout
-/// every kernel since 3.x has), and whether a bind post_bind6 refuses is undone
-/// (else not: fail closed). bpf/btf.rs.
-fn kernel_btf() -> (btf::BitPlace, bool) {
+/// From the kernel's BTF: where struct sock keeps sk_ipv6only, and whether a bind
+/// post_bind6 refuses is undone (else not: fail closed). bpf/btf.rs. Without a BTF
+/// that describes the bit, the policy is refused rather than read at a guessed
+/// place: a wrong bit would take a dual-stack socket for an IPv6-only one in bind6
+/// and post_bind6 alike, and nothing would notice.
+fn kernel_btf() -> Result<(btf::BitPlace, bool), String> {
     const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-    let blob = std::fs::read(VMLINUX);
-    let (place, from) = match &blob {
-        Ok(blob) => match btf::ipv6only_place(blob) {
-            Some(place) => (place, VMLINUX.to_string()),
-            None => (
-                btf::KNOWN_LAYOUT,
-                format!("the known layout: {VMLINUX} does not describe struct sock_common"),
-            ),
-        },
-        Err(e) => (
-            btf::KNOWN_LAYOUT,
-            format!("the known layout: cannot read {VMLINUX}: {e}"),
-        ),
-    };
+    let blob = std::fs::read(VMLINUX).map_err(|e| format!("cannot read {VMLINUX}: {e}"))?;
+    let place = btf::ipv6only_place(&blob)
+        .ok_or_else(|| format!("{VMLINUX} does not describe sk_ipv6only of struct sock"))?;
     verbose!(
-        "bpf engine: IPV6_V6ONLY read from bit {} of byte {} of struct sock ({from})",
+        "bpf engine: IPV6_V6ONLY read from bit {} of byte {} of struct sock ({VMLINUX})",
         place.bit,
         place.byte
     );
-    let undone = blob
-        .as_deref()
-        .ok()
-        .and_then(btf::undoes_refused_binds)
-        .unwrap_or(false);
-    (place, undone)
+    Ok((place, btf::undoes_refused_binds(&blob).unwrap_or(false)))
 }
 
 /// net.ipv4.ip_local_port_range (it covers IPv6 too).
@@ -149,7 +138,8 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
     // The event programs' request half goes first: programs at one hook run in
     // attach order, and it must see the address before the policy rewrites it.
     let mut recorder = if crate::log::events_wanted() {
-        events::Recorder::load().and_then(|r| r.attach_before(&cgroup.dir).map(|()| r))
+        events::Recorder::load(programs.ipv6only_read)
+            .and_then(|r| r.attach_before(&cgroup.dir).map(|()| r))
     } else {
         Err("no events wanted".into())
     };
@@ -230,12 +220,16 @@ fn load_and_attach(programs: &Programs) -> Result<Attached, Error> {
     })
 }
 
-/// Runs `program` in a cgroup under the compiled `programs`.
+/// Runs `program` in a cgroup under the compiled `programs`. `events_required`: the
+/// engine was chosen because it reports bind events (auto under -v/--json/watch), so
+/// a recorder that cannot start is `Unavailable` (before the program starts, for
+/// auto to take another engine) rather than a warning.
 pub fn run(
     policy: &'static Policy,
     kernel: Kernel,
     program: &mut Program,
     programs: &Programs,
+    events_required: bool,
 ) -> Result<Status, Error> {
     let judge_listen = policy.judges_listen();
     if judge_listen && let Some(missing) = kernel.notify_missing() {
@@ -264,6 +258,9 @@ pub fn run(
     let reader = match recorder.and_then(|r| r.start(policy)) {
         Ok(reader) => Some(reader),
         Err(why) => {
+            if events_required && crate::log::events_wanted() {
+                return Err(Error::Unavailable(format!("no bind events: {why}")));
+            }
             if crate::log::events_wanted() {
                 warn!(
                     "the bpf engine decides binds in the kernel and reports no bind events{}: {why}",
