@@ -197,16 +197,8 @@ fn auto_as_nobody_takes_notify() {
     let Some(setpriv) = require(&["setpriv"]) else {
         return;
     };
-    let mut cmd = vec![
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-        force_bind_bin(),
-        "-v",
-    ];
+    let mut cmd = AS_NOBODY.to_vec();
+    cmd.extend([force_bind_bin(), "-v"]);
     cmd.extend(args(&BOTH));
     let f = run(command(&setpriv[0], &cmd));
     assert_rewritten(&f);

@@ -394,6 +394,12 @@ impl Ring {
                 break;
             }
             let len = (word & !(BUSY | DISCARD)) as usize;
+            let next = cons + (len + HEADER).next_multiple_of(8) as u64;
+            // A length past what the kernel produced is no record of its: stop
+            // rather than move the consumer beyond the producer.
+            if next > prod {
+                break;
+            }
             if word & DISCARD == 0 && len == record::SIZE {
                 let mut rec = [0u8; record::SIZE];
                 // SAFETY: the record follows its header and, the data being mapped
@@ -407,7 +413,7 @@ impl Ring {
                 };
                 each(&rec);
             }
-            cons += (len + HEADER).next_multiple_of(8) as u64;
+            cons = next;
             self.consumer_pos().store(cons, Ordering::Release);
         }
     }

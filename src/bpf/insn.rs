@@ -31,7 +31,9 @@ impl Insn {
 }
 
 // Classes, sizes, modes and operations (<linux/bpf_common.h>, <linux/bpf.h>).
+const CLASS_LD: u8 = 0x00;
 const CLASS_LDX: u8 = 0x01;
+const CLASS_ST: u8 = 0x02;
 const CLASS_STX: u8 = 0x03;
 const CLASS_ALU: u8 = 0x04;
 const CLASS_JMP: u8 = 0x05;
@@ -40,7 +42,9 @@ const CLASS_ALU64: u8 = 0x07;
 const SIZE_W: u8 = 0x00;
 const SIZE_B: u8 = 0x10;
 const SIZE_DW: u8 = 0x18;
+const MODE_IMM: u8 = 0x00;
 const MODE_MEM: u8 = 0x60;
+const MODE_XADD: u8 = 0xc0;
 const SRC_K: u8 = 0x00;
 const SRC_X: u8 = 0x08;
 const OP_ADD: u8 = 0x00;
@@ -65,6 +69,19 @@ pub const AND32_K: u8 = CLASS_ALU | OP_AND | SRC_K;
 pub const BE: u8 = CLASS_ALU | OP_END | TO_BE;
 pub const JA: u8 = CLASS_JMP | OP_JA;
 pub const EXIT: u8 = CLASS_JMP | OP_EXIT;
+// 64-bit stores and moves, a map descriptor as a 64-bit immediate, an atomic add
+// (the event programs, event_programs.rs).
+pub const STX_DW: u8 = CLASS_STX | MODE_MEM | SIZE_DW;
+pub const ST_W: u8 = CLASS_ST | MODE_MEM | SIZE_W;
+pub const ST_DW: u8 = CLASS_ST | MODE_MEM | SIZE_DW;
+pub const LD_IMM64: u8 = CLASS_LD | MODE_IMM | SIZE_DW;
+pub const XADD_DW: u8 = CLASS_STX | MODE_XADD | SIZE_DW;
+pub const MOV64_K: u8 = CLASS_ALU64 | OP_MOV | SRC_K;
+/// BPF_JMP|BPF_JEQ|BPF_K: the 64-bit compare the verifier needs to see a
+/// map_lookup_elem result checked for NULL (it ignores JMP32 there, Linux 5.10).
+pub const JEQ64_K: u8 = CLASS_JMP | 0x10 | SRC_K;
+/// src_reg of LD_IMM64 when imm is a map descriptor: BPF_PSEUDO_MAP_FD.
+const PSEUDO_MAP_FD: u8 = 1;
 
 /// The 32-bit comparisons with an immediate that the programs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,30 +128,12 @@ pub const R0: Reg = 0;
 pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
+pub const R4: Reg = 4;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
-pub const R4: Reg = 4;
 /// The read-only frame pointer: the stack is the 512 bytes below it.
 pub const R10: Reg = 10;
-
-// What the event programs (event_programs.rs) add: 64-bit stores and moves, a map
-// descriptor as a 64-bit immediate, and an atomic add.
-const CLASS_LD: u8 = 0x00;
-const CLASS_ST: u8 = 0x02;
-const MODE_IMM: u8 = 0x00;
-const MODE_XADD: u8 = 0xc0;
-pub const STX_DW: u8 = CLASS_STX | MODE_MEM | SIZE_DW;
-pub const ST_W: u8 = CLASS_ST | MODE_MEM | SIZE_W;
-pub const ST_DW: u8 = CLASS_ST | MODE_MEM | SIZE_DW;
-pub const LD_IMM64: u8 = CLASS_LD | MODE_IMM | SIZE_DW;
-pub const XADD_DW: u8 = CLASS_STX | MODE_XADD | SIZE_DW;
-pub const MOV64_K: u8 = CLASS_ALU64 | OP_MOV | SRC_K;
-/// BPF_JMP|BPF_JEQ|BPF_K: the 64-bit compare the verifier needs to see a
-/// map_lookup_elem result checked for NULL (it ignores JMP32 there, Linux 5.10).
-pub const JEQ64_K: u8 = CLASS_JMP | 0x10 | SRC_K;
-/// src_reg of LD_IMM64 when imm is a map descriptor: BPF_PSEUDO_MAP_FD.
-const PSEUDO_MAP_FD: u8 = 1;
 
 const fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
     Insn {

@@ -146,6 +146,18 @@ pub fn assert_bpf_refuses(f: &Finished) {
     assert!(lines[0].contains("--engine bpf: "), "{f}");
 }
 
+/// setpriv(1)'s arguments that run a command as nobody, without supplementary
+/// groups (the command follows).
+#[allow(dead_code)]
+pub const AS_NOBODY: &[&str] = &[
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--",
+];
+
 /// Why the bpf engine cannot run here: it needs root and a writable cgroup2 mount.
 pub fn bpf_unavailable() -> Option<String> {
     // SAFETY: geteuid cannot fail.
