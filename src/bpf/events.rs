@@ -85,7 +85,7 @@ fn support() -> Result<Support, String> {
 }
 
 fn probe() -> Result<Support, String> {
-    loader::create_map(MapType::RingBuf, "fb_probe", 0, 0, page_size() as u32)
+    create_ring_of("fb_probe", page_size() as u32)
         .map_err(|e| format!("no BPF ring buffer ({e}; Linux 5.8)"))?;
     let helpers = |ty, at| {
         let can = |helper| loader::load(ty, at, "fb_probe", &ep::helper_probe(helper)).is_ok();
@@ -128,7 +128,17 @@ static SAVED_MEMLOCK: OnceLock<libc::rlimit> = OnceLock::new();
 /// exceeds (EPERM on Debian's 5.10): then force-bind, root, raises its own limit,
 /// and the program gets the old one back before it execs (restore_memlock).
 fn create_ring() -> Result<OwnedFd, String> {
-    let create = || loader::create_map(MapType::RingBuf, "forcebind_ev", 0, 0, RING_SIZE);
+    create_ring_of("forcebind_ev", RING_SIZE)
+        .map_err(|e| format!("cannot create the ring buffer: {e}"))
+}
+
+/// A ring buffer of `size` bytes, RLIMIT_MEMLOCK raised first where the kernel
+/// charges it (create_ring). The probe comes here too: the 4 MiB rings of runs just
+/// ended are uncharged only when the kernel frees them, later, so even a one-page
+/// probe can meet EPERM on 5.10, which says nothing about ring buffers (a kernel
+/// without them says EINVAL).
+fn create_ring_of(name: &str, size: u32) -> Result<OwnedFd, String> {
+    let create = || loader::create_map(MapType::RingBuf, name, 0, 0, size);
     match create() {
         Err(Errno::EPERM) => {
             let mut old = libc::rlimit {
@@ -146,15 +156,15 @@ fn create_ring() -> Result<OwnedFd, String> {
             };
             if !raised {
                 return Err(format!(
-                    "cannot create the ring buffer: EPERM, and cannot raise RLIMIT_MEMLOCK: {}",
+                    "EPERM, and cannot raise RLIMIT_MEMLOCK: {}",
                     Errno::last()
                 ));
             }
             let _ = SAVED_MEMLOCK.set(old);
             debug!("bpf events: RLIMIT_MEMLOCK raised for the ring buffer (before 5.11)");
-            create().map_err(|e| format!("cannot create the ring buffer: {e}"))
+            create().map_err(|e| e.to_string())
         }
-        r => r.map_err(|e| format!("cannot create the ring buffer: {e}")),
+        r => r.map_err(|e| e.to_string()),
     }
 }
 
